@@ -1,0 +1,3 @@
+from mtasts_resolver.cli import main
+
+raise SystemExit(main())

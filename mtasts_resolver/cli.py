@@ -1,0 +1,120 @@
+"""Command line: ``mtasts-resolver`` runs the daemon, ``mtasts-resolver query DOMAIN`` explains one domain."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from mtasts_resolver import __version__
+from mtasts_resolver.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = "/etc/mtasts-resolver/config.toml"
+EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd shows it as a configuration error
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtasts-resolver",
+        description="MTA-STS TLS policy daemon for Postfix (socketmap and tcp_table).",
+    )
+    parser.add_argument("-c", "--config", help=f"TOML configuration file (default: {DEFAULT_CONFIG} if it "
+                        "exists, else the embedded defaults)")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the policy daemon (the default)")
+    query = commands.add_parser("query", help="resolve one domain now and explain the answer")
+    query.add_argument("domain")
+    query.add_argument("--map", default="postfix", help="socketmap name to answer for (default: postfix)")
+    return parser
+
+
+def _config_path(arg: str | None) -> str | None:
+    if arg is not None:
+        return arg
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(_config_path(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EX_CONFIG
+    if args.check_config:
+        print(f"configuration OK ({args.config or _config_path(None) or 'embedded defaults'})")
+        return 0
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install()  # dnspython's asyncio resolver runs on the same loop
+    from twisted.internet import task
+
+    if args.command == "query":
+        return task.react(_query, (config, args.domain, args.map))
+    return task.react(_run, (config,))
+
+
+async def _run(reactor, config: Config) -> int:
+    from twisted.internet.defer import Deferred
+    from twisted.logger import Logger
+
+    from mtasts_resolver.daemon import Supervisor, make_service
+    from mtasts_resolver.logs import start_logging
+    from mtasts_resolver.store import StoreError
+
+    start_logging(config.daemon.log_level)
+    log = Logger(namespace="mtasts_resolver")
+    try:
+        daemon = make_service(config, reactor)
+    except (StoreError, OSError, ValueError) as exc:
+        log.critical("cannot start: {error}", error=exc)
+        return 1
+    supervisor = Supervisor(reactor, daemon.policy)
+    daemon.service.startService()
+    try:
+        await daemon.ready()
+    except Exception as exc:  # FirstError from gatherResults: a listener could not bind
+        log.critical("cannot listen: {error}", error=getattr(exc, "subFailure", exc))
+        await daemon.service.stopService()
+        return 1
+    supervisor.ready()
+    log.info("mtasts-resolver {version} ready", version=__version__)
+    stopped: Deferred[None] = Deferred()
+
+    async def shutdown() -> None:
+        supervisor.stopping()
+        await daemon.service.stopService()
+        stopped.callback(None)
+
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(shutdown()))
+    await stopped
+    return 0
+
+
+async def _query(reactor, config: Config, domain: str, map_name: str) -> int:
+    from mtasts_resolver.daemon import build_policy_service
+    from mtasts_resolver.explain import explain
+    from mtasts_resolver.keys import KeyKind, parse_key
+    from mtasts_resolver.store import StoreError, open_store
+
+    key = parse_key(domain)
+    if key.kind is not KeyKind.DOMAIN:
+        print(f"{domain}: answer NOTFOUND without any lookup ({key.reason})")
+        return 0
+    try:
+        store = open_store(config.cache.backend, str(config.cache_path))
+        cache_note = f"persistent cache {config.cache_path}"
+    except StoreError as exc:
+        store = open_store("sqlite", ":memory:")
+        cache_note = f"no persistent cache ({exc})"
+    policy = build_policy_service(config, reactor, store)
+    policy.load()
+    before = policy.cached_policy(key.domain)
+    resolution = await policy.resolve(key.domain)
+    answer = policy.lookup(map_name, key.domain)
+    print(explain(resolution, before, answer, cache_note, time.time()))
+    store.close()
+    return 0

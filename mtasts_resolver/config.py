@@ -1,0 +1,228 @@
+"""Typed configuration: one TOML file, validated completely at start.
+
+Every section is a frozen dataclass whose field defaults *are* the embedded
+default configuration, so ``mtasts-resolver`` runs with no file at all.  The
+loader rejects unknown keys and wrong types with an error naming the dotted
+key (``mta_sts.http_timeout_s: expected a number``), never a traceback.
+Timeouts, sizes and counts carry their unit in the name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SYSTEM_STATE_DIR = Path("/var/lib/mtasts-resolver")
+
+
+class ConfigError(Exception):
+    """A configuration problem, printed as ``Error in configuration at 'a.b': ...``."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        where = f" at '{self.path}'" if self.path else ""
+        return f"Error in configuration{where}: {self.args[0]}"
+
+
+def _meta(*, minimum: float | None = None, choices: tuple[str, ...] | None = None, doc: str = "") -> dict:
+    return {"minimum": minimum, "choices": choices, "doc": doc}
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    log_level: str = field(default="info", metadata=_meta(choices=("debug", "info", "warn", "error")))
+    # Where the SQLite cache lives; "" picks $STATE_DIRECTORY (systemd),
+    # /var/lib/mtasts-resolver when writable, else ~/.local/state/mtasts-resolver.
+    state_dir: str = ""
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    protocol: str = field(default="socketmap", metadata=_meta(choices=("socketmap", "tcp_table")))
+    tcp: str = ""           # "HOST:PORT", IPv6 as "[::1]:8461"
+    unix: str = ""          # path of a UNIX stream socket
+    mode: str = "0660"      # octal permissions of the UNIX socket
+    owner: str = ""         # user / group of the UNIX socket ("" leaves it alone)
+    group: str = ""
+    # tcp_table carries no map name; lookups on this listener use this one.
+    map_name: str = "postfix"
+    # Close connections idle this long. Postfix drops idle socketmap
+    # connections after 100 s (socketmap_table(5)); a little more lets it.
+    idle_timeout_s: float = field(default=110.0, metadata=_meta(minimum=1))
+
+
+DEFAULT_LISTENERS = (
+    ListenConfig(protocol="socketmap", tcp="127.0.0.1:8461"),
+    ListenConfig(protocol="tcp_table", tcp="127.0.0.1:8462"),
+)
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    nameservers: tuple[str, ...] = ()   # empty: the nameservers of /etc/resolv.conf
+    port: int = field(default=53, metadata=_meta(minimum=1))
+    timeout_s: float = field(default=5.0, metadata=_meta(minimum=0.1))
+
+
+@dataclass(frozen=True)
+class MtaStsConfig:
+    # RFC 8461 §3.3 asks for a short timeout; 10 s covers slow hosts.
+    http_timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1))
+    # RFC 8461 §3.3 suggests a size limit; 64 KiB is what other senders use.
+    max_policy_bytes: int = field(default=65536, metadata=_meta(minimum=512))
+    ca_file: str = ""  # PEM bundle to trust for policy hosts; "" is the system store
+    # How old a cached answer may get before its TXT id is checked again
+    # (in the background: the cached answer is still served at once).
+    txt_recheck_s: float = field(default=300.0, metadata=_meta(minimum=0))
+    # Re-fetch a policy this long before max_age expires (RFC 8461 §5.1).
+    refresh_before_s: float = field(default=86400.0, metadata=_meta(minimum=0))
+    # How often the cache is scanned for policies due for refresh.
+    refresh_interval_s: float = field(default=600.0, metadata=_meta(minimum=1))
+    refresh_concurrency: int = field(default=8, metadata=_meta(minimum=1))
+    # Domains without a policy are remembered this long.
+    negative_ttl_s: float = field(default=300.0, metadata=_meta(minimum=0))
+    # After a failed discovery with nothing cached, the "no policy" answer is
+    # remembered this long before trying again.
+    failure_ttl_s: float = field(default=30.0, metadata=_meta(minimum=0))
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    backend: str = field(default="sqlite", metadata=_meta(choices=("sqlite",)))
+    path: str = ""  # "" is STATE_DIR/cache.sqlite3
+
+
+@dataclass(frozen=True)
+class TlsrptConfig:
+    # Socketmap names (socketmap:...:NAME) whose answers carry Postfix >= 3.10
+    # TLSRPT attributes. Postfix <= 3.9 defers mail on them: opt in only.
+    attribute_maps: tuple[str, ...] = ("postfix-tlsrpt",)
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = DaemonConfig()
+    listen: tuple[ListenConfig, ...] = DEFAULT_LISTENERS
+    dns: DnsConfig = DnsConfig()
+    mta_sts: MtaStsConfig = MtaStsConfig()
+    cache: CacheConfig = CacheConfig()
+    tlsrpt: TlsrptConfig = TlsrptConfig()
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.daemon.state_dir) if self.daemon.state_dir else default_state_dir()
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache.path) if self.cache.path else self.state_dir / "cache.sqlite3"
+
+
+def default_state_dir() -> Path:
+    """A state directory that works for root, for systemd and for a plain user."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if os.access(SYSTEM_STATE_DIR, os.W_OK) or (
+        not SYSTEM_STATE_DIR.exists() and os.access(SYSTEM_STATE_DIR.parent, os.W_OK)
+    ):
+        return SYSTEM_STATE_DIR
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mtasts-resolver"
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a TOML file; ``None`` gives the embedded default."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    config = _build(Config, data, "")
+    _check_listeners(config.listen)
+    return config
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError("expected a table", path)
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown key (known: {', '.join(known)})", _join(path, key))
+    values = {}
+    for name, value in data.items():
+        values[name] = _convert(hints[name], value, _join(path, name), known[name].metadata)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, path: str, meta: typing.Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        item_type = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ConfigError("expected a list", path)
+        return tuple(_convert(item_type, item, f"{path}[{i}]", {}) for i, item in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError("expected true or false", path)
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            hint is int and not isinstance(value, int)
+        ):
+            raise ConfigError(f"expected {'an integer' if hint is int else 'a number'}, got {value!r}", path)
+        if meta.get("minimum") is not None and value < meta["minimum"]:
+            raise ConfigError(f"must be at least {meta['minimum']}, got {value!r}", path)
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {value!r}", path)
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"must be one of {', '.join(meta['choices'])}, got {value!r}", path)
+        return value
+    raise TypeError(f"unsupported config type {hint!r}")  # a bug in this module, not in the file
+
+
+def _check_listeners(listeners: tuple[ListenConfig, ...]) -> None:
+    if not listeners:
+        raise ConfigError("at least one listener is needed", "listen")
+    for index, listener in enumerate(listeners):
+        where = f"listen[{index}]"
+        if bool(listener.tcp) == bool(listener.unix):
+            raise ConfigError("set exactly one of tcp or unix", where)
+        if listener.tcp:
+            parse_host_port(listener.tcp, f"{where}.tcp")
+        try:
+            int(listener.mode, 8)
+        except ValueError:
+            raise ConfigError(f"not an octal mode: {listener.mode!r}", f"{where}.mode") from None
+
+
+def parse_host_port(text: str, path: str = "") -> tuple[str, int]:
+    """``127.0.0.1:8461`` or ``[::1]:8461`` → (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}", path)
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

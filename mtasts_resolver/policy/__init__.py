@@ -1,0 +1,1 @@
+"""Policy data and pure policy decisions: no I/O in this package."""

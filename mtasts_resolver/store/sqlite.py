@@ -1,0 +1,86 @@
+"""SQLite policy store: WAL journal, one row per domain, versioned schema.
+
+Writes are rare (a policy changes) and small, so they run synchronously on
+the reactor thread; ``synchronous=FULL`` makes each committed policy survive
+power loss, which is the point of a persistent MTA-STS cache.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from mtasts_resolver.policy.model import CachedPolicy, StsPolicy
+from mtasts_resolver.policy.sts import parse_policy
+from mtasts_resolver.store import StoreError
+
+SCHEMA_VERSION = 1
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open policy cache {path}: {exc}") from exc
+        self.path = path
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema stepwise, each step in one transaction."""
+        with self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        current = row[0] if row else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"cache schema version {current} is newer than this program ({SCHEMA_VERSION})")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            script = resources.files("mtasts_resolver.store").joinpath(f"schema/sqlite-{version}.sql").read_text()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute("DELETE FROM schema_version")
+                self._db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def load_policies(self) -> Iterator[CachedPolicy]:
+        try:
+            rows = self._db.execute("SELECT domain, txt_id, policy, fetched_at FROM sts_policy").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read policy cache: {exc}") from exc
+        for domain, txt_id, text, fetched_at in rows:
+            policy = parse_policy(text.encode("utf-8"))
+            if isinstance(policy, StsPolicy):  # a row this program wrote always parses
+                yield CachedPolicy(domain, txt_id, policy, fetched_at)
+
+    def save_policy(self, cached: CachedPolicy) -> None:
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO sts_policy (domain, txt_id, policy, fetched_at) VALUES (?, ?, ?, ?)",
+                    (cached.domain, cached.txt_id, "\n".join(cached.policy.lines), cached.fetched_at),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot save policy of {cached.domain}: {exc}") from exc
+
+    def delete_policy(self, domain: str) -> None:
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM sts_policy WHERE domain = ?", (domain,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot delete policy of {domain}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
