@@ -1,0 +1,28 @@
+"""Postfix table lookup protocols: framing only.
+
+Each protocol turns requests into ``(map_name, key)`` pairs for a
+:class:`~mtasts_resolver.lookup.LookupService` and encodes the
+:class:`~mtasts_resolver.lookup.Answer` it returns, in request order.
+"""
+
+from ._ordered import DEFAULT_IDLE_TIMEOUT_S
+from .socketmap import (
+    SOCKETMAP_MAX_REPLY,
+    SOCKETMAP_MAX_REQUEST,
+    SocketmapFactory,
+    SocketmapProtocol,
+)
+from .tcptable import TCP_TABLE_MAX_LINE, TcpTableFactory, TcpTableProtocol, decode_tcp, encode_tcp
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "SOCKETMAP_MAX_REPLY",
+    "SOCKETMAP_MAX_REQUEST",
+    "SocketmapFactory",
+    "SocketmapProtocol",
+    "TCP_TABLE_MAX_LINE",
+    "TcpTableFactory",
+    "TcpTableProtocol",
+    "decode_tcp",
+    "encode_tcp",
+]

@@ -1,0 +1,159 @@
+"""What both table protocols share: in-order replies and the idle timeout.
+
+Postfix may pipeline lookups on one connection, and the service answers a
+cached key at once but a cold one only later, so a later request can be
+answered before an earlier one.  Neither socketmap_table(5) nor tcp_table(5)
+tags replies with the request they answer: the client pairs them by order
+alone.  :class:`OrderedReplyMixin` therefore holds back every answer until all
+earlier ones have been sent.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import ClassVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
+
+# Close a connection after this many seconds without traffic either way.
+# Postfix never leaves a healthy connection idle this long: its socketmap
+# client closes a connection after 10 s idle or 100 s age, and both its
+# socketmap and tcp_table clients give up on a reply after 100 s
+# (dict_sockmap.c, dict_tcp.c; tcp_table(5): "Send and receive operations
+# must complete in 100 seconds").  A connection quiet for longer is a dead or
+# stalled peer, such as one that sent half a request and stopped.  If we do
+# close first, no lookup fails: the socketmap client silently reconnects on
+# EOF, and the tcp_table client (which never hangs up an idle connection,
+# tcp_table(5) BUGS) logs "unexpected EOF", waits 1 s and reconnects.
+DEFAULT_IDLE_TIMEOUT_S = 110.0
+
+# The reply when the service breaks its promise that the Deferred never
+# fails.  TEMP makes Postfix defer the mail rather than send it with a
+# weaker TLS policy than the domain asked for.
+INTERNAL_ERROR = Answer(AnswerKind.TEMP, "internal error")
+
+
+@dataclass(slots=True)
+class _Slot:
+    """The place in the reply order of a request that has no answer yet."""
+
+    answer: Answer | None = None
+
+
+class OrderedReplyMixin(TimeoutMixin):
+    """Replies in request order, and the idle timeout, for a table protocol.
+
+    Mix in before the framing receiver (``NetstringReceiver``,
+    ``LineReceiver``).  The protocol parses a request, passes what the
+    service returns (or its own error answer) to :meth:`reply`, and encodes
+    answers in :meth:`sendAnswer`.
+    """
+
+    log: ClassVar[Logger]
+
+    def __init__(
+        self,
+        service: LookupService,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    ) -> None:
+        super().__init__()
+        self.service = service
+        self.idle_timeout_s = idle_timeout_s
+        # Requests whose replies are held back, oldest first.  Empty on the
+        # hot path: a synchronous answer with nothing pending is sent at once.
+        self._pending: deque[_Slot] = deque()
+
+    def sendAnswer(self, answer: Answer) -> None:
+        """Encode and write one reply; protocols implement this."""
+        raise NotImplementedError
+
+    def reply(self, result: Answer | Deferred[Answer]) -> None:
+        """Send ``result`` once every earlier request has had its reply."""
+        if isinstance(result, Answer):
+            if self._pending:
+                self._pending.append(_Slot(result))
+            else:
+                self.sendAnswer(result)
+            return
+        slot = _Slot()
+        self._pending.append(slot)
+        result.addCallbacks(
+            self._answered,
+            self._failed,
+            callbackArgs=(slot,),
+            errbackArgs=(slot,),
+        )
+
+    def _answered(self, answer: Answer, slot: _Slot) -> Answer:
+        """Fill the slot, and pass the answer on unchanged.
+
+        The Deferred belongs to the service, which may hand the same one to
+        several connections: we observe it and must not alter what the next
+        observer receives.
+        """
+        slot.answer = answer
+        self._flush()
+        return answer
+
+    def _failed(self, failure: Failure, slot: _Slot) -> Failure:
+        """Reply TEMP for a failed lookup, and pass the failure on unchanged.
+
+        A failure is a bug in the service.  It stays on the Deferred for the
+        same reason as in :meth:`_answered`: other connections may be waiting
+        on it and must see it too.
+        """
+        self.log.failure("lookup failed; replying TEMP", failure)
+        slot.answer = INTERNAL_ERROR
+        self._flush()
+        return failure
+
+    def _flush(self) -> None:
+        """Send the replies at the head of the queue that are answered."""
+        sent = False
+        while self._pending and (answer := self._pending[0].answer) is not None:
+            self._pending.popleft()
+            self.sendAnswer(answer)
+            sent = True
+        if sent:
+            self.resetTimeout()
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.setTimeout(self.idle_timeout_s)
+
+    def dataReceived(self, data: bytes) -> None:
+        # Once closing (framing error, over-long line, idle timeout), ignore
+        # input: the framers keep their buffers and would parse what is left
+        # as new requests, or report the same error again.
+        if self.transport.disconnecting:
+            return
+        self.resetTimeout()
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Forget held-back replies; do not cancel their Deferreds.
+
+        The service may share a Deferred between connections, so cancelling
+        it here would fail other clients' lookups.  When it fires, the
+        forgotten slot is filled and nothing is written.
+        """
+        self.setTimeout(None)
+        self._pending.clear()
+        super().connectionLost(reason)
+
+    def timeoutConnection(self) -> None:
+        """Abort, not close: a stalled peer may not read either, and a
+        graceful close would wait for it to drain our replies."""
+        self.log.debug(
+            "closing connection from {peer} after {timeout} s idle",
+            peer=self.transport.getPeer(),
+            timeout=self.timeOut,
+        )
+        self.transport.abortConnection()
