@@ -63,8 +63,11 @@ SCENARIOS: dict[str, tuple[list[str], Route | None, str | None]] = {
 }
 
 
+_BASE_RECORDS: list[str] = []   # whatever other tests put in the parent zone
+
+
 def parent_records(overrides: dict[str, list[str]] | None = None) -> list[str]:
-    records = []
+    records = list(_BASE_RECORDS)
     for label, (txts, route, _) in SCENARIOS.items():
         for txt in (overrides or {}).get(label, txts):
             quoted = txt if txt.startswith('"') else f'"{txt}"'
@@ -76,11 +79,13 @@ def parent_records(overrides: dict[str, list[str]] | None = None) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sts_world(dns_world, policy_server):
+    _BASE_RECORDS[:] = dns_world.parent_records
     dns_world.set_parent_records(parent_records())
     for label, (_, route, _) in SCENARIOS.items():
         if route is not None:
             policy_server.set(f"mta-sts.{label}.test", route)
-    return dns_world, policy_server
+    yield dns_world, policy_server
+    dns_world.set_parent_records(_BASE_RECORDS)
 
 
 @pytest.fixture(scope="module")
