@@ -10,7 +10,7 @@ or due for a proactive refresh (a periodic scan).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
@@ -67,8 +67,11 @@ class PolicyService:
     log = Logger()
 
     def __init__(self, clock: IReactorTime, resolver: StsResolver, store: PolicyStore,
-                 settings: MtaStsConfig, tlsrpt_maps: Iterable[str]) -> None:
+                 settings: MtaStsConfig, tlsrpt_maps: Iterable[str],
+                 on_resolution: Callable[[Resolution], None] | None = None) -> None:
+        """``on_resolution`` sees every finished resolution (the TLS-RPT outcome feed)."""
         self._clock = clock
+        self._on_resolution = on_resolution
         self._resolver = resolver
         self._store = store
         self._settings = settings
@@ -174,6 +177,8 @@ class PolicyService:
                               domain=domain, failure=failure)
         hold = self._settings.failure_ttl_s if failure is not None else self._settings.negative_ttl_s
         self._entries[domain] = self._entry(domain, policy, now, hold_s=hold)
+        if self._on_resolution is not None:
+            self._on_resolution(result)
 
     def _entry(self, domain: str, policy: CachedPolicy | None, now: float, *,
                check_at: float | None = None, hold_s: float = 0.0) -> _Entry:

@@ -14,8 +14,9 @@ import pytest
 
 from tests.daemon_proc import DaemonProcess
 from tests.world import Route
+from tests.world.fixtures import WORLD_ID
 
-POLICY_IP = "127.60.0.1"
+POLICY_IP = f"127.60.{WORLD_ID}.1"
 HTTP_TIMEOUT_S = 2
 
 

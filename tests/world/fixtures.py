@@ -9,6 +9,7 @@ started by the first user and stopped by the last.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,7 +20,11 @@ from .dns import DnsWorld
 from .pki import TestPKI
 from .policy_server import PolicyServer
 
-__all__ = ["pki", "dns_world", "policy_server"]
+__all__ = ["pki", "dns_world", "policy_server", "WORLD_ID"]
+
+# The world binds fixed loopback addresses. Setting TEST_WORLD_ID=N (0-99)
+# moves it to 127.53.N.x / 127.60.N.1, so several suites can run side by side.
+WORLD_ID = int(os.environ.get("TEST_WORLD_ID", "0"))
 
 T = TypeVar("T")
 
@@ -54,7 +59,8 @@ def dns_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsWorld]:
     """Running nsd + validating and plain unbound; add zones as needed."""
 
     def make() -> DnsWorld:
-        world = DnsWorld(tmp_path_factory.mktemp("dns"))
+        world = DnsWorld(tmp_path_factory.mktemp("dns"), auth_addr=f"127.53.{WORLD_ID}.1",
+                         resolver_addr=f"127.53.{WORLD_ID}.2", plain_resolver_addr=f"127.53.{WORLD_ID}.3")
         world.start()
         return world
 
@@ -64,10 +70,10 @@ def dns_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsWorld]:
 
 @pytest.fixture(scope="session")
 def policy_server(pki: TestPKI) -> Iterator[PolicyServer]:
-    """Running HTTPS server for every ``mta-sts.<domain>`` on 127.60.0.1:443."""
+    """Running HTTPS server for every ``mta-sts.<domain>`` on 127.60.WORLD_ID.1:443."""
 
     def make() -> PolicyServer:
-        server = PolicyServer(pki)
+        server = PolicyServer(pki, address=f"127.60.{WORLD_ID}.1")
         server.start()
         return server
 
