@@ -46,13 +46,14 @@ class DaemonConfig:
 
 @dataclass(frozen=True)
 class ListenConfig:
-    protocol: str = field(default="socketmap", metadata=_meta(choices=("socketmap", "tcp_table")))
+    # readsocket: one lookup per connection, for Exim's ${readsocket} (contrib/exim).
+    protocol: str = field(default="socketmap", metadata=_meta(choices=("socketmap", "tcp_table", "readsocket")))
     tcp: str = ""           # "HOST:PORT", IPv6 as "[::1]:8461"
     unix: str = ""          # path of a UNIX stream socket
     mode: str = "0660"      # octal permissions of the UNIX socket
     owner: str = ""         # user / group of the UNIX socket ("" leaves it alone)
     group: str = ""
-    # tcp_table carries no map name; lookups on this listener use this one.
+    # tcp_table and readsocket carry no map name; lookups on this listener use this one.
     map_name: str = "postfix"
     # Close connections idle this long. Postfix drops idle socketmap
     # connections after 100 s (socketmap_table(5)); a little more lets it.

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from mtasts_resolver.config import Config, ListenConfig, parse_host_port
 from mtasts_resolver.dns import DnsClient
 from mtasts_resolver.fetch import PolicyFetcher, trust_root
+from mtasts_resolver.protocols.readsocket import ReadsocketFactory
 from mtasts_resolver.protocols.socketmap import SocketmapFactory
 from mtasts_resolver.protocols.tcptable import TcpTableFactory
 from mtasts_resolver.service import PolicyService
@@ -94,6 +95,8 @@ def _endpoint(reactor, listen: ListenConfig) -> IStreamServerEndpoint:
 def _factory(listen: ListenConfig, policy: PolicyService) -> Factory:
     if listen.protocol == "socketmap":
         return SocketmapFactory(policy, idle_timeout_s=listen.idle_timeout_s)
+    if listen.protocol == "readsocket":
+        return ReadsocketFactory(policy, listen.map_name, idle_timeout_s=listen.idle_timeout_s)
     return TcpTableFactory(policy, listen.map_name, idle_timeout_s=listen.idle_timeout_s)
 
 

@@ -12,10 +12,14 @@ from .socketmap import (
     SocketmapFactory,
     SocketmapProtocol,
 )
+from .readsocket import READSOCKET_MAX_REQUEST, ReadsocketFactory, ReadsocketProtocol
 from .tcptable import TCP_TABLE_MAX_LINE, TcpTableFactory, TcpTableProtocol, decode_tcp, encode_tcp
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
+    "READSOCKET_MAX_REQUEST",
+    "ReadsocketFactory",
+    "ReadsocketProtocol",
     "SOCKETMAP_MAX_REPLY",
     "SOCKETMAP_MAX_REQUEST",
     "SocketmapFactory",
