@@ -16,6 +16,7 @@ from twisted.protocols.basic import LineReceiver
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
 from ._ordered import DEFAULT_IDLE_TIMEOUT_S, OrderedReplyMixin
+from ._write import write_now
 
 # tcp_table(5): "Replies must be no longer than 4096 characters including
 # the newline terminator."  Postfix's client drops a longer reply and retries
@@ -143,7 +144,7 @@ class TcpTableProtocol(OrderedReplyMixin, LineReceiver):
                 limit=TCP_TABLE_MAX_LINE,
             )
             reply = _REPLY_TOO_LONG
-        self.transport.write(reply)
+        write_now(self.transport, reply)
 
 
 class TcpTableFactory(Factory):
