@@ -42,6 +42,11 @@ class DaemonConfig:
     # Where the SQLite cache lives; "" picks $STATE_DIRECTORY (systemd),
     # /var/lib/mtasts-resolver when writable, else ~/.local/state/mtasts-resolver.
     state_dir: str = ""
+    # On SIGTERM (and for listeners a SIGHUP removes), wait this long for
+    # lookups in flight to be answered before dropping their connections.
+    # Covers one DNS timeout plus one policy fetch at the defaults; keep it
+    # below the unit's TimeoutStopSec (packaging/systemd, 30 s).
+    drain_timeout_s: float = field(default=20.0, metadata=_meta(minimum=0))
 
 
 @dataclass(frozen=True)

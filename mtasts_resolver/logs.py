@@ -23,6 +23,14 @@ def _line(event: dict) -> None:
     sys.stderr.flush()
 
 
+# One predicate for the process, so a reload (SIGHUP) can change the level.
+_PREDICATE = LogLevelFilterPredicate()
+
+
 def start_logging(level: str) -> None:
-    predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[level])
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(_line, [predicate])], redirectStandardIO=False)
+    set_level(level)
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(_line, [_PREDICATE])], redirectStandardIO=False)
+
+
+def set_level(level: str) -> None:
+    _PREDICATE.setLogLevelForNamespace(None, _LEVELS[level])

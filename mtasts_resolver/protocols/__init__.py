@@ -5,7 +5,7 @@ Each protocol turns requests into ``(map_name, key)`` pairs for a
 :class:`~mtasts_resolver.lookup.Answer` it returns, in request order.
 """
 
-from ._ordered import DEFAULT_IDLE_TIMEOUT_S
+from ._ordered import DEFAULT_IDLE_TIMEOUT_S, LiveConnections
 from .socketmap import (
     SOCKETMAP_MAX_REPLY,
     SOCKETMAP_MAX_REQUEST,
@@ -17,6 +17,7 @@ from .tcptable import TCP_TABLE_MAX_LINE, TcpTableFactory, TcpTableProtocol, dec
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
+    "LiveConnections",
     "READSOCKET_MAX_REQUEST",
     "ReadsocketFactory",
     "ReadsocketProtocol",

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -47,6 +47,41 @@ class _Slot:
     answer: Answer | None = None
 
 
+class LiveConnections:
+    """The open connections of one listener: counted for ``STATUS=``, drained on stop.
+
+    A factory that has one as ``live`` gets every connection it builds
+    registered here for as long as the connection is open.
+    """
+
+    def __init__(self) -> None:
+        self._live: set[OrderedReplyMixin] = set()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def add(self, connection: OrderedReplyMixin) -> None:
+        self._live.add(connection)
+
+    def discard(self, connection: OrderedReplyMixin) -> None:
+        self._live.discard(connection)
+
+    def close_when_answered(self) -> Deferred[None]:
+        """Let every connection send the replies it owes, then close it.
+
+        Fires once all are closed.  Postfix's clients reconnect on EOF, so a
+        restart costs no lookup, where dropping a connection with a lookup
+        in flight would make that lookup fail.
+        """
+        closing = [connection.closeWhenAnswered() for connection in list(self._live)]
+        return gatherResults(closing).addCallback(lambda _: None)
+
+    def abort(self) -> None:
+        """Drop every connection now (the drain took too long)."""
+        for connection in list(self._live):
+            connection.transport.abortConnection()
+
+
 class OrderedReplyMixin(TimeoutMixin):
     """Replies in request order, and the idle timeout, for a table protocol.
 
@@ -69,6 +104,9 @@ class OrderedReplyMixin(TimeoutMixin):
         # Requests whose replies are held back, oldest first.  Empty on the
         # hot path: a synchronous answer with nothing pending is sent at once.
         self._pending: deque[_Slot] = deque()
+        self._live: LiveConnections | None = None
+        self._closing = False  # closeWhenAnswered() was called
+        self._lost: list[Deferred[None]] = []  # fired by connectionLost
 
     def sendAnswer(self, answer: Answer) -> None:
         """Encode and write one reply; protocols implement this."""
@@ -123,10 +161,30 @@ class OrderedReplyMixin(TimeoutMixin):
             sent = True
         if sent:
             self.resetTimeout()
+        if self._closing and not self._pending:
+            self.transport.loseConnection()
+
+    def closeWhenAnswered(self) -> Deferred[None]:
+        """Read no more requests, close once every reply owed is sent.
+
+        The returned Deferred fires when the connection is closed.
+        ``loseConnection`` itself waits until written replies are flushed.
+        """
+        lost: Deferred[None] = Deferred()
+        self._lost.append(lost)
+        if not self._closing:
+            self._closing = True
+            self.transport.pauseProducing()
+            if not self._pending:
+                self.transport.loseConnection()
+        return lost
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.setTimeout(self.idle_timeout_s)
+        self._live = getattr(getattr(self, "factory", None), "live", None)
+        if self._live is not None:
+            self._live.add(self)
 
     def dataReceived(self, data: bytes) -> None:
         # Once closing (framing error, over-long line, idle timeout), ignore
@@ -146,7 +204,12 @@ class OrderedReplyMixin(TimeoutMixin):
         """
         self.setTimeout(None)
         self._pending.clear()
+        if self._live is not None:
+            self._live.discard(self)
         super().connectionLost(reason)
+        lost, self._lost = self._lost, []
+        for waiter in lost:
+            waiter.callback(None)
 
     def timeoutConnection(self) -> None:
         """Abort, not close: a stalled peer may not read either, and a

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
-from ._ordered import DEFAULT_IDLE_TIMEOUT_S, OrderedReplyMixin
+from ._ordered import DEFAULT_IDLE_TIMEOUT_S, LiveConnections, OrderedReplyMixin
 
 # Longest request line accepted.  A key is a domain (at most 255 octets,
 # RFC 1035 §2.3.4) or a next-hop form a little longer; the bound only limits
@@ -110,6 +110,7 @@ class ReadsocketFactory(Factory):
         self.service = service
         self.map_name = map_name
         self.idle_timeout_s = idle_timeout_s
+        self.live = LiveConnections()
 
     def buildProtocol(self, addr: IAddress) -> ReadsocketProtocol:
         proto = self.protocol(self.service, self.map_name, self.idle_timeout_s)

@@ -15,7 +15,7 @@ from twisted.protocols.basic import NetstringReceiver
 
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
-from ._ordered import DEFAULT_IDLE_TIMEOUT_S, OrderedReplyMixin
+from ._ordered import DEFAULT_IDLE_TIMEOUT_S, LiveConnections, OrderedReplyMixin
 from ._write import write_now
 
 # Longest request payload accepted.  A request is a map name and a key that
@@ -101,6 +101,7 @@ class SocketmapFactory(Factory):
     ) -> None:
         self.service = service
         self.idle_timeout_s = idle_timeout_s
+        self.live = LiveConnections()
 
     def buildProtocol(self, addr: IAddress) -> SocketmapProtocol:
         proto = self.protocol(self.service, self.idle_timeout_s)

@@ -15,7 +15,7 @@ from twisted.protocols.basic import LineReceiver
 
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
-from ._ordered import DEFAULT_IDLE_TIMEOUT_S, OrderedReplyMixin
+from ._ordered import DEFAULT_IDLE_TIMEOUT_S, LiveConnections, OrderedReplyMixin
 from ._write import write_now
 
 # tcp_table(5): "Replies must be no longer than 4096 characters including
@@ -161,6 +161,7 @@ class TcpTableFactory(Factory):
         self.service = service
         self.map_name = map_name
         self.idle_timeout_s = idle_timeout_s
+        self.live = LiveConnections()
 
     def buildProtocol(self, addr: IAddress) -> TcpTableProtocol:
         proto = self.protocol(self.service, self.map_name, self.idle_timeout_s)
