@@ -1,0 +1,165 @@
+"""Several worker processes sharing the listening sockets, to use every core.
+
+One Python process answers cached lookups on one core.  With
+``daemon.workers = N`` the process started by systemd binds every listener
+itself, then starts N copies of the daemon that inherit the listening
+sockets (the same way systemd socket activation hands them over) and
+accept connections from them; the kernel spreads connections across them.
+The parent runs no reactor: it only relays readiness and the watchdog to
+systemd, forwards SIGTERM / SIGHUP, and exits non-zero if a worker dies
+(systemd then restarts the whole group).  Each worker keeps its own memory
+cache and all share the persistent store, so a new domain may be fetched
+once per worker.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import select
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sdnotify
+
+from mtasts_resolver.config import Config, ListenConfig, parse_host_port
+
+LISTEN_FDS_ENV = "MTASTS_RESOLVER_LISTEN_FDS"   # "fd,fd,...", one per configured listener
+WORKER_READY_TIMEOUT_S = 60.0
+LISTEN_BACKLOG = 1024
+
+
+def inherited_fds() -> list[int] | None:
+    """The listening sockets handed down by the parent, or None in a standalone daemon."""
+    value = os.environ.get(LISTEN_FDS_ENV)
+    return [int(fd) for fd in value.split(",")] if value else None
+
+
+def remove_stale_socket(path: str) -> None:
+    """A socket file left by a killed daemon would make bind() fail."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def chown_socket(listen: ListenConfig) -> None:
+    if listen.owner or listen.group:
+        uid = pwd.getpwnam(listen.owner).pw_uid if listen.owner else -1
+        gid = grp.getgrnam(listen.group).gr_gid if listen.group else -1
+        os.chown(listen.unix, uid, gid)
+
+
+def bind(listen: ListenConfig) -> socket.socket:
+    """A listening socket for one listener, as the daemon itself would create it."""
+    if listen.unix:
+        remove_stale_socket(listen.unix)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(listen.unix)
+        os.chmod(listen.unix, int(listen.mode, 8))
+        chown_socket(listen)
+    else:
+        host, port = parse_host_port(listen.tcp)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+class WorkerPool:
+    def __init__(self, config: Config, argv: list[str]) -> None:
+        self._config = config
+        self._argv = argv
+        self._notifier = sdnotify.SystemdNotifier()
+        self._workers: list[subprocess.Popen] = []
+        self._stopping = False
+
+    def run(self) -> int:
+        try:
+            sockets = [bind(listen) for listen in self._config.listen]
+        except OSError as exc:
+            print(f"cannot listen: {exc}", file=sys.stderr)
+            return 1
+        with tempfile.TemporaryDirectory(prefix="mtasts-workers-") as tmp:
+            notify_path = str(Path(tmp) / "notify")
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify.bind(notify_path)
+            env = dict(os.environ, NOTIFY_SOCKET=notify_path,
+                       **{LISTEN_FDS_ENV: ",".join(str(s.fileno()) for s in sockets)})
+            for _ in range(self._config.daemon.workers):
+                self._workers.append(subprocess.Popen(self._argv, env=env, pass_fds=[s.fileno() for s in sockets]))
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._stop)
+            signal.signal(signal.SIGHUP, self._forward)
+            try:
+                return self._supervise(notify)
+            finally:
+                self._terminate()
+
+    def _supervise(self, notify: socket.socket) -> int:
+        notify.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)   # learn which worker spoke
+        pids = {worker.pid for worker in self._workers}
+        ready: set[int] = set()
+        pinged: set[int] = set()
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while True:
+            if self._stopping:
+                return 0
+            if any(worker.poll() is not None for worker in self._workers):
+                print("a worker exited; stopping the others", file=sys.stderr)
+                return 1
+            if ready != pids and time.monotonic() > deadline:
+                print("workers did not become ready in time", file=sys.stderr)
+                return 1
+            readable, _, _ = select.select([notify], [], [], 0.5)
+            if not readable:
+                continue
+            message, pid = _receive(notify)
+            if "READY=1" in message and pid not in ready:
+                ready.add(pid)
+                if ready == pids:
+                    self._notifier.notify(f"READY=1\nSTATUS={len(pids)} workers ready")
+            if "WATCHDOG=1" in message:
+                pinged.add(pid)
+                if pinged == pids:   # every worker's reactor is turning
+                    self._notifier.notify("WATCHDOG=1")
+                    pinged.clear()
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self._stopping = True
+
+    def _forward(self, signum: int, frame: object) -> None:
+        for worker in self._workers:
+            worker.send_signal(signum)
+
+    def _terminate(self) -> None:
+        self._notifier.notify("STOPPING=1")
+        for worker in self._workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in self._workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def _receive(notify: socket.socket) -> tuple[str, int]:
+    """One sd_notify datagram and the pid of the worker that sent it (SCM_CREDENTIALS)."""
+    credentials = struct.calcsize("3i")
+    data, ancillary, _, _ = notify.recvmsg(4096, socket.CMSG_SPACE(credentials))
+    pid = 0
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = struct.unpack("3i", payload[:credentials])[0]
+    return data.decode(errors="replace"), pid
