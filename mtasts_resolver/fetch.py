@@ -21,7 +21,7 @@ from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLo
 from twisted.internet.interfaces import IProtocolFactory, IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, ResponseDone, ResponseFailed
+from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
@@ -160,7 +160,7 @@ class PolicyFetcher:
             return failure.value.failure
         if failure.check(DeferredTimeout):
             return StsFailure(FailureType.FETCH_ERROR, f"{url}: no complete answer within {self._timeout_s:g} s")
-        if _is_certificate_failure(failure):
+        if _tls_errors(failure):
             return StsFailure(FailureType.WEBPKI_INVALID, f"{url}: certificate not valid: {_tls_reason(failure)}")
         if failure.check(ConnectingCancelledError):
             return StsFailure(FailureType.FETCH_ERROR, f"{url}: connection timed out")
@@ -183,10 +183,6 @@ def _tls_errors(failure: Failure) -> list[BaseException]:
         for inner in getattr(exc, "reasons", []) or []:
             pending.append(inner.value if isinstance(inner, Failure) else inner)
     return found
-
-
-def _is_certificate_failure(failure: Failure) -> bool:
-    return bool(_tls_errors(failure))
 
 
 def _tls_reason(failure: Failure) -> str:
