@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
