@@ -113,8 +113,10 @@ async def _query(reactor, config: Config, domain: str, map_name: str) -> int:
     policy = build_policy_service(config, reactor, store)
     policy.load()
     before = policy.cached_policy(key.domain)
+    if policy.dane_probe is not None:
+        await policy.dane_probe.check()  # DANE only with a validating resolver, as in the daemon
     resolution = await policy.resolve(key.domain)
-    answer = policy.lookup(map_name, key.domain)
+    answer = policy.answer_now(map_name, key.domain)
     print(explain(resolution, before, answer, cache_note, time.time()))
     store.close()
     return 0

@@ -101,6 +101,31 @@ class MtaStsConfig:
 
 
 @dataclass(frozen=True)
+class DaneConfig:
+    """DANE for SMTP (RFC 7672): only data the resolver validated (AD bit) counts."""
+
+    enabled: bool = True
+    # The validation probe: this name and type must come back with the AD bit,
+    # at start-up and every probe_interval_s, or DANE answers are disabled.
+    probe_name: str = "."
+    probe_type: str = field(default="DNSKEY", metadata=_meta(choices=("DNSKEY", "SOA", "NS", "A", "AAAA", "TXT")))
+    probe_interval_s: float = field(default=300.0, metadata=_meta(minimum=1))
+    # An AD bit is only as trustworthy as the path from the resolver: refuse
+    # DANE unless every nameserver is on a loopback address.
+    require_loopback: bool = True
+    # Deadline for the whole DANE discovery of one domain (MX, A/AAAA, TLSA).
+    timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1))
+    # DANE results are cached for the smallest TTL of the records that
+    # decided them, clamped to [min_ttl_s, max_ttl_s].
+    min_ttl_s: float = field(default=60.0, metadata=_meta(minimum=0))
+    max_ttl_s: float = field(default=3600.0, metadata=_meta(minimum=1))
+    # A failed DANE discovery (TEMP answer) is remembered this long.
+    failure_ttl_s: float = field(default=10.0, metadata=_meta(minimum=0))
+    # MX hosts of one domain looked up at the same time.
+    host_concurrency: int = field(default=4, metadata=_meta(minimum=1))
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     backend: str = field(default="sqlite", metadata=_meta(choices=("sqlite",)))
     path: str = ""  # "" is STATE_DIR/cache.sqlite3
@@ -119,6 +144,7 @@ class Config:
     listen: tuple[ListenConfig, ...] = DEFAULT_LISTENERS
     dns: DnsConfig = DnsConfig()
     mta_sts: MtaStsConfig = MtaStsConfig()
+    dane: DaneConfig = DaneConfig()
     cache: CacheConfig = CacheConfig()
     tlsrpt: TlsrptConfig = TlsrptConfig()
 
@@ -160,6 +186,8 @@ def load_config(path: str | Path | None) -> Config:
 def config_from_dict(data: dict[str, Any]) -> Config:
     config = _build(Config, data, "")
     _check_listeners(config.listen)
+    if config.dane.min_ttl_s > config.dane.max_ttl_s:
+        raise ConfigError(f"must not exceed dane.max_ttl_s ({config.dane.max_ttl_s:g})", "dane.min_ttl_s")
     return config
 
 

@@ -24,7 +24,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from mtasts_resolver.config import Config, ListenConfig, parse_host_port
+from mtasts_resolver.dane_resolver import DaneResolver
 from mtasts_resolver.dns import DnsClient
+from mtasts_resolver.dnssec_probe import ValidationProbe
 from mtasts_resolver.fetch import PolicyFetcher, trust_root
 from mtasts_resolver.protocols.readsocket import ReadsocketFactory
 from mtasts_resolver.protocols.socketmap import SocketmapFactory
@@ -41,7 +43,11 @@ def build_policy_service(config: Config, reactor, store: PolicyStore) -> PolicyS
     dns = DnsClient(config.dns.nameservers, config.dns.port, config.dns.timeout_s)
     fetcher = PolicyFetcher(reactor, dns, trust_root(config.mta_sts.ca_file),
                             config.mta_sts.http_timeout_s, config.mta_sts.max_policy_bytes)
-    return PolicyService(reactor, StsResolver(dns, fetcher), store, config.mta_sts, config.tlsrpt.attribute_maps)
+    dane = None
+    if config.dane.enabled:
+        dane = DaneResolver(reactor, dns, config.dane, ValidationProbe(dns, config.dane))
+    return PolicyService(reactor, StsResolver(dns, fetcher), store, config.mta_sts, config.tlsrpt.attribute_maps,
+                         dane=dane, dane_settings=config.dane)
 
 
 class ListenerService(Service):
@@ -117,8 +123,14 @@ class Daemon:
     policy: PolicyService
     listeners: list[ListenerService] = field(default_factory=list)
 
+    probe: ValidationProbe | None = None
+
     def ready(self) -> Deferred:
-        return gatherResults([listener.ready for listener in self.listeners], consumeErrors=True)
+        """Every listener bound and the first DNSSEC validation probe done."""
+        waits = [listener.ready for listener in self.listeners]
+        if self.probe is not None:
+            waits.append(self.probe.first)
+        return gatherResults(waits, consumeErrors=True)
 
 
 def make_service(config: Config, reactor) -> Daemon:
@@ -132,6 +144,12 @@ def make_service(config: Config, reactor) -> Daemon:
     refresher.clock = reactor
     refresher.setServiceParent(root)
     daemon = Daemon(root, policy)
+    if policy.dane_probe is not None:
+        # DNSSEC validation probe: at start-up (READY waits for it, Daemon.ready) and periodically.
+        prober = TimerService(config.dane.probe_interval_s, policy.dane_probe.check)
+        prober.clock = reactor
+        prober.setServiceParent(root)
+        daemon.probe = policy.dane_probe
     for listen in config.listen:
         listener = ListenerService(_endpoint(reactor, listen), _factory(listen, policy), listen)
         listener.setServiceParent(root)
@@ -150,6 +168,8 @@ class Supervisor:
 
     def ready(self) -> None:
         self._notifier.notify(f"READY=1\nSTATUS={self._status()}")
+        if self._policy.dane_probe is not None:  # DANE switched off or back on: show it at once
+            self._policy.dane_probe.subscribe(lambda _: self._notifier.notify(f"STATUS={self._status()}"))
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec:
             self._watchdog = TimerService(watchdog_usec / 2e6, self._ping)
@@ -160,7 +180,7 @@ class Supervisor:
         self._notifier.notify(f"WATCHDOG=1\nSTATUS={self._status()}")
 
     def _status(self) -> str:
-        return f"{self._policy.domains_cached} domains in memory"
+        return f"{self._policy.domains_cached} domains in memory; {self._policy.dane_status()}"
 
     def stopping(self) -> None:
         if self._watchdog is not None:

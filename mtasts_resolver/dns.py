@@ -17,11 +17,46 @@ from typing import Any
 import dns.asyncresolver
 import dns.exception
 import dns.flags
+import dns.immutable
+import dns.message
+import dns.name
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
+import dns.ttl
 from twisted.internet.defer import Deferred
 
 EDNS_PAYLOAD_BYTES = 1232  # DNS flag day 2020: avoids IP fragmentation
+
+
+def _keep_misfit_tlsa_records() -> None:
+    """Parse TLSA records whose data length does not suit their matching type.
+
+    RFC 7672 §3.1 makes such a record merely unusable: the other records of
+    its RRset still count, and an RRset of only such records still means
+    "DANE present, no usable record" (mandatory TLS).  dnspython ≥ 2.8
+    rejects the record, which fails the whole answer (a needless TEMP), or,
+    when errors are skipped, hides it (a downgrade).  So TLSA rdata is read
+    by a subclass without that check, and
+    :func:`mtasts_resolver.policy.dane.tlsa_problem` judges the length.
+    """
+    base = dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.TLSA)
+
+    @dns.immutable.immutable
+    class TLSA(base):  # type: ignore[valid-type,misc]
+        def __init__(self, rdclass, rdtype, usage, selector, mtype, cert):  # noqa: ANN001
+            dns.rdata.Rdata.__init__(self, rdclass, rdtype)
+            self.usage = self._as_uint8(usage)
+            self.selector = self._as_uint8(selector)
+            self.mtype = self._as_uint8(mtype)
+            self.cert = self._as_bytes(cert)
+
+    for rdclass in (dns.rdataclass.IN, dns.rdataclass.ANY):
+        dns.rdata._rdata_classes[(rdclass, dns.rdatatype.TLSA)] = TLSA  # no public way to replace a type
+
+
+_keep_misfit_tlsa_records()
 
 
 class DnsFailure(Exception):
@@ -34,11 +69,24 @@ class RRAnswer:
 
     ``secure`` is the AD flag of the response: only meaningful when the
     configured resolver validates DNSSEC and is reached over a trusted path.
+    A validating resolver sets it only when every RRset of the answer
+    (CNAMEs included) and, for an empty answer, the proof of non-existence
+    validated.
+
+    ``ttl`` is the smallest TTL of the answer and its CNAME chain; for an
+    empty answer it is the negative-caching TTL (RFC 2308 §5: SOA TTL and
+    MINIMUM), 0 when unknown.  ``cnames`` lists the ``(alias, target)`` links
+    followed from the query name, and ``canonical_name`` is where they end
+    (both absolute, lower case, without the trailing dot); ``nxdomain``
+    tells "no such name" apart from "no record of this type".
     """
 
     records: tuple[Any, ...]
     secure: bool
     ttl: int
+    nxdomain: bool = False
+    canonical_name: str = ""
+    cnames: tuple[tuple[str, str], ...] = ()
 
 
 class DnsClient:
@@ -65,12 +113,15 @@ class DnsClient:
         return _deferred(self._query(name, rdtype))
 
     async def _query(self, name: str, rdtype: str) -> RRAnswer:
+        qname = dns.name.from_text(name)  # absolute: no search-list expansion
         try:
-            answer = await self._resolver.resolve(name, rdtype, raise_on_no_answer=False)
+            answer = await self._resolver.resolve(qname, rdtype, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN as exc:
             response = exc.response(exc.qnames()[0]) if exc.qnames() else None
-            secure = bool(response is not None and response.flags & dns.flags.AD)
-            return RRAnswer((), secure, 0)
+            if response is None:
+                return RRAnswer((), False, 0, nxdomain=True, canonical_name=_text(qname))
+            secure = bool(response.flags & dns.flags.AD)
+            return _from_chain(response, (), secure, nxdomain=True)
         except dns.resolver.NoNameservers as exc:
             raise DnsFailure(f"{name}/{rdtype}: no server answered (SERVFAIL or refused)") from exc
         except dns.exception.Timeout as exc:
@@ -78,9 +129,8 @@ class DnsClient:
         except dns.exception.DNSException as exc:
             raise DnsFailure(f"{name}/{rdtype}: {exc}") from exc
         secure = bool(answer.response.flags & dns.flags.AD)
-        if answer.rrset is None:
-            return RRAnswer((), secure, 0)
-        return RRAnswer(tuple(answer.rrset), secure, answer.rrset.ttl)
+        records = tuple(answer.rrset) if answer.rrset is not None else ()
+        return _from_chain(answer.response, records, secure, nxdomain=False)
 
     async def txt(self, name: str) -> list[str]:
         """TXT records at ``name``, each with its character-strings joined (RFC 7208 §3.3 style)."""
@@ -105,6 +155,23 @@ class DnsClient:
         if not found and failures:
             raise failures[0]
         return found
+
+
+def _text(name: dns.name.Name) -> str:
+    return name.to_text(omit_final_dot=True).lower() or "."
+
+
+def _from_chain(response: dns.message.Message, records: tuple[Any, ...], secure: bool, *,
+                nxdomain: bool) -> RRAnswer:
+    """An RRAnswer with the CNAME chain, canonical name and TTL of ``response``."""
+    try:
+        chain = response.resolve_chaining()
+    except dns.exception.DNSException:  # chain too long, or NXDOMAIN with an answer
+        return RRAnswer(records, secure, 0, nxdomain=nxdomain)
+    links = tuple((_text(rrset.name), _text(rrset[0].target)) for rrset in chain.cnames)
+    ttl = chain.minimum_ttl if chain.minimum_ttl < dns.ttl.MAX_TTL else 0
+    return RRAnswer(records, secure, int(ttl), nxdomain=nxdomain,
+                    canonical_name=_text(chain.canonical_name), cnames=links)
 
 
 def _deferred(coro: Coroutine[Any, Any, Any]) -> Deferred:

@@ -2,26 +2,34 @@
 
 Every domain the daemon has seen has an :class:`_Entry` in memory holding
 its ready-made answers, so a lookup of a known domain is one dict access.
-Resolution (TXT lookup, policy fetch, persisting) runs once per domain at a
-time (:class:`SingleFlight`) and only when a domain is new, expired, due for
-its TXT re-check (then in the background, the cached answer still served)
-or due for a proactive refresh (a periodic scan).
+Resolution runs once per domain at a time (:class:`SingleFlight`): DANE
+discovery and MTA-STS discovery (TXT lookup, policy fetch, persisting) run
+concurrently and :func:`~mtasts_resolver.policy.decide.decide` turns both
+into the answer.  A domain is resolved when it is new, when its answer
+expired (for DANE: the records' TTL, clamped), in the background when a
+re-check is due (MTA-STS TXT re-check, DANE refresh at 3/4 of its TTL; the
+cached answer is still served meanwhile), or by the periodic proactive
+MTA-STS refresh.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mtasts_resolver.config import MtaStsConfig
+from mtasts_resolver.config import DaneConfig, MtaStsConfig
+from mtasts_resolver.dane_resolver import DaneResolver
 from mtasts_resolver.keys import KeyKind, parse_key
 from mtasts_resolver.lookup import NOT_FOUND, Answer, AnswerKind
 from mtasts_resolver.policy.answer import sts_answer
+from mtasts_resolver.policy.dane import DaneOutcome, DaneResult
+from mtasts_resolver.policy.decide import decide
 from mtasts_resolver.policy.model import CachedPolicy, NoStsTxt, StsFailure, StsPolicy, StsTxt
 from mtasts_resolver.policy.refresh import Plan, plan, refresh_at, settle
 from mtasts_resolver.singleflight import SingleFlight
@@ -30,6 +38,9 @@ from mtasts_resolver.sts_resolver import StsResolver
 
 INTERNAL_ERROR = Answer(AnswerKind.TEMP, "internal error, see the mtasts-resolver log")
 
+#: A DANE result is re-checked in the background once this share of its TTL has passed.
+DANE_REFRESH_FRACTION = 0.75
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -37,9 +48,11 @@ class _Entry:
 
     plain: Answer
     tlsrpt: Answer
-    check_at: float       # after this, re-check the TXT id in the background
-    expires_at: float     # after this, the entry must not be served
-    policy: CachedPolicy | None
+    check_at: float       # after this, re-resolve in the background (answer still served)
+    expires_at: float     # after this, the answers must not be served
+    policy: CachedPolicy | None          # MTA-STS: usable until its own max_age
+    dane: DaneResult | None = None       # None: DANE not configured, or not resolved since start-up
+    dane_expires_at: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +63,13 @@ class Resolution:
     txt: StsTxt | NoStsTxt | StsFailure
     plan: Plan
     fetched: StsPolicy | StsFailure | None   # None when no fetch was needed
-    policy: CachedPolicy | None              # the policy that applies now
+    policy: CachedPolicy | None              # the MTA-STS policy cached now
+    dane: DaneResult | None = None           # None when DANE is not configured
+
+    @property
+    def dane_applies(self) -> bool:
+        """DANE decides the answer (RFC 8461 §2): MTA-STS is then not applied."""
+        return self.dane is not None and self.dane.applies
 
     @property
     def failure(self) -> StsFailure | None:
@@ -62,15 +81,23 @@ class Resolution:
 
 
 class PolicyService:
-    """Implements :class:`mtasts_resolver.lookup.LookupService` for MTA-STS."""
+    """Implements :class:`mtasts_resolver.lookup.LookupService` for DANE and MTA-STS."""
 
     log = Logger()
 
     def __init__(self, clock: IReactorTime, resolver: StsResolver, store: PolicyStore,
                  settings: MtaStsConfig, tlsrpt_maps: Iterable[str],
-                 on_resolution: Callable[[Resolution], None] | None = None) -> None:
-        """``on_resolution`` sees every finished resolution (the TLS-RPT outcome feed)."""
+                 on_resolution: Callable[[Resolution], None] | None = None, *,
+                 dane: DaneResolver | None = None, dane_settings: DaneConfig | None = None) -> None:
+        """``on_resolution`` sees every finished resolution (the TLS-RPT outcome feed).
+
+        ``dane`` None means MTA-STS only (``dane.enabled = false``).
+        """
         self._clock = clock
+        self._dane = dane
+        self._dane_settings = dane_settings or DaneConfig()
+        if dane is not None and dane.probe is not None:
+            dane.probe.subscribe(self._validation_changed)
         self._on_resolution = on_resolution
         self._resolver = resolver
         self._store = store
@@ -89,7 +116,11 @@ class PolicyService:
         for cached in self._store.load_policies():
             if cached.usable(now):
                 # Check the TXT id at the first lookup: it may have changed while we were down.
-                self._entries[cached.domain] = self._entry(cached.domain, cached, now, check_at=now)
+                entry = self._entry(cached.domain, cached, now, check_at=now)
+                if self._dane is not None:
+                    # DANE is not persisted and would win over this policy: resolve it before answering.
+                    entry.expires_at = now
+                self._entries[cached.domain] = entry
                 loaded += 1
             else:
                 self._store.delete_policy(cached.domain)
@@ -102,6 +133,26 @@ class PolicyService:
     def cached_policy(self, domain: str) -> CachedPolicy | None:
         entry = self._entries.get(domain)
         return entry.policy if entry is not None else None
+
+    def answer_now(self, map_name: str, domain: str) -> Answer:
+        """The answer held for ``domain`` (after :meth:`resolve`), whatever its age: for the query tool."""
+        entry = self._entries.get(domain)
+        if entry is None:
+            return NOT_FOUND
+        return entry.tlsrpt if map_name in self._tlsrpt_maps else entry.plain
+
+    @property
+    def dane_probe(self):  # -> ValidationProbe | None
+        return self._dane.probe if self._dane is not None else None
+
+    def dane_status(self) -> str:
+        """DANE's state for systemd's STATUS= line."""
+        if self._dane is None:
+            return "DANE off (dane.enabled = false)"
+        probe = self._dane.probe
+        if probe is None or probe.validating:
+            return "DANE on"
+        return f"DANE DISABLED: {probe.status}"
 
     # -- the hot path -------------------------------------------------------
 
@@ -143,6 +194,21 @@ class PolicyService:
     async def _resolve(self, domain: str) -> Resolution:
         current = self._entries.get(domain)
         cached = current.policy if current is not None else None
+        sts = Deferred.fromCoroutine(self._resolve_sts(domain, cached))
+        if self._dane is None:
+            txt, step, fetched, policy = await sts
+            dane = None
+        else:
+            try:
+                (txt, step, fetched, policy), dane = await gatherResults([sts, self._dane.resolve(domain)],
+                                                                         consumeErrors=True)
+            except FirstError as exc:
+                exc.subFailure.raiseException()
+        result = Resolution(domain, txt, step, fetched, policy, dane)
+        self._record(result, current, self._clock.seconds())
+        return result
+
+    async def _resolve_sts(self, domain: str, cached: CachedPolicy | None) -> tuple:
         txt = await self._resolver.discover(domain)
         now = self._clock.seconds()
         step = plan(cached, txt, now, self._settings.refresh_before_s)
@@ -156,13 +222,12 @@ class PolicyService:
             policy = cached
         else:
             policy = None
-        result = Resolution(domain, txt, step, fetched, policy)
-        self._record(result, cached, now)
-        return result
+        return txt, step, fetched, policy
 
-    def _record(self, result: Resolution, previous: CachedPolicy | None, now: float) -> None:
+    def _record(self, result: Resolution, current: _Entry | None, now: float) -> None:
         """Make a resolution's outcome the current answer, persist it, and log what matters."""
         domain, policy, failure = result.domain, result.policy, result.failure
+        previous = current.policy if current is not None else None
         if policy is not None and policy is not previous:
             self.log.info("{domain}: {mode} policy id {txt_id} (max_age {max_age} s)", domain=domain,
                           mode=policy.policy.mode.value, txt_id=policy.txt_id, max_age=policy.policy.max_age)
@@ -176,9 +241,60 @@ class PolicyService:
                 self.log.warn("{domain}: {failure}; delivering as if no MTA-STS policy (RFC 8461 §5.1)",
                               domain=domain, failure=failure)
         hold = self._settings.failure_ttl_s if failure is not None else self._settings.negative_ttl_s
-        self._entries[domain] = self._entry(domain, policy, now, hold_s=hold)
+        entry = self._entry(domain, policy, now, hold_s=hold)
+        if result.dane is not None:
+            self._apply_dane(domain, entry, result.dane, current, now)
+        self._entries[domain] = entry
         if self._on_resolution is not None:
             self._on_resolution(result)
+
+    def _apply_dane(self, domain: str, entry: _Entry, dane: DaneResult, current: _Entry | None,
+                    now: float) -> None:
+        """Let DANE decide the entry's answers and bound its lifetime by the DANE data's TTL."""
+        settings = self._dane_settings
+        previous = current.dane if current is not None else None
+        if dane.outcome is DaneOutcome.DISABLED:
+            probe = self._dane.probe if self._dane is not None else None
+            # Re-enabled while this resolution ran: resolve again at the next lookup.
+            check = expires = now if probe is not None and probe.validating else math.inf
+        elif dane.outcome is DaneOutcome.TEMP:
+            if (previous is not None and previous.outcome not in (DaneOutcome.TEMP, DaneOutcome.DISABLED)
+                    and current is not None and now < current.dane_expires_at):
+                # Validated data within its TTL stays valid when a re-check fails.
+                self.log.warn("{domain}: DANE re-check failed ({reason}); the earlier result ({outcome}) stays "
+                              "valid for {left:.0f} s more", domain=domain, reason=dane.reason,
+                              outcome=previous.outcome.value, left=current.dane_expires_at - now)
+                dane, expires = previous, current.dane_expires_at
+                check = min(now + settings.failure_ttl_s, expires)
+            else:
+                self.log.warn("{domain}: DANE status unknown ({reason}): answering TEMP, Postfix defers "
+                              "(RFC 7672 §2.1.1: no downgrade)", domain=domain, reason=dane.reason)
+                check = expires = now + settings.failure_ttl_s
+        else:
+            ttl = dane.ttl if dane.ttl is not None else settings.min_ttl_s
+            ttl = min(max(ttl, settings.min_ttl_s), settings.max_ttl_s)
+            expires = now + ttl
+            check = now + ttl * DANE_REFRESH_FRACTION
+        entry.plain, entry.tlsrpt = decide(dane, entry.plain), decide(dane, entry.tlsrpt)
+        entry.check_at, entry.expires_at = min(entry.check_at, check), min(entry.expires_at, expires)
+        entry.dane, entry.dane_expires_at = dane, expires
+        if dane.outcome not in (DaneOutcome.TEMP, DaneOutcome.DISABLED) and (
+                previous is None or previous.outcome is not dane.outcome):
+            log = self.log.info if dane.applies else self.log.debug
+            log("{domain}: DANE {outcome}: {reason}", domain=domain, outcome=dane.outcome.value, reason=dane.reason)
+
+    def _validation_changed(self, validating: bool) -> None:
+        """The probe changed its mind: fix the answers that depended on it."""
+        now = self._clock.seconds()
+        for entry in self._entries.values():
+            if entry.dane is not None and entry.dane.outcome is not DaneOutcome.DISABLED:
+                continue  # validated DANE data stays good until its TTL
+            if validating:
+                # Answers made without DANE: resolve again (with DANE) before serving them.
+                entry.check_at, entry.expires_at = min(entry.check_at, now), min(entry.expires_at, now)
+            elif entry.dane is None and entry.policy is not None:
+                # Loaded at start-up and waiting for DANE: while DANE is off, the policy answer stands.
+                entry.expires_at = max(entry.expires_at, entry.policy.expires_at)
 
     def _entry(self, domain: str, policy: CachedPolicy | None, now: float, *,
                check_at: float | None = None, hold_s: float = 0.0) -> _Entry:
@@ -216,11 +332,13 @@ class PolicyService:
         now = self._clock.seconds()
         due: list[str] = []
         for domain, entry in list(self._entries.items()):
-            if now >= entry.expires_at:
+            if entry.policy is not None and not entry.policy.usable(now):
                 del self._entries[domain]
-                if entry.policy is not None:
-                    self._forget(domain)
+                self._forget(domain)
+            elif entry.policy is None and now >= entry.expires_at:
+                del self._entries[domain]
             elif entry.policy is not None and now >= refresh_at(entry.policy, self._settings.refresh_before_s):
+                # (An entry whose DANE answer expired keeps its MTA-STS policy: the next lookup resolves.)
                 due.append(domain)
         work = [self._refresh_limit.run(self._in_background, domain) for domain in due
                 if domain not in self._flight]
