@@ -49,7 +49,7 @@ class DaneResolver:
         except DnsFailure as exc:
             return dane.temp(f"MX lookup failed: {exc}", _failed(domain, "MX", exc))
         exchanges = [(r.preference, _name(r.exchange)) for r in mx.records]
-        lookup = _lookup(domain, "MX", mx, [f"{pref} {host}" for pref, host in exchanges])
+        lookup = _lookup(domain, "MX", mx, [f"{pref} {host}" for pref, host in sorted(exchanges)])
         if not mx.secure:
             return dane.absent("the MX RRset is not DNSSEC-validated (insecure): DANE does not apply "
                                "(RFC 7672 §2.2.1)", lookup, mx.ttl)

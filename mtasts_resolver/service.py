@@ -237,6 +237,8 @@ class PolicyService:
         if failure is not None:
             if policy is not None:
                 self.log.warn("{domain}: {failure}; still applying the cached policy", domain=domain, failure=failure)
+            elif result.dane is not None and (result.dane.applies or result.dane.outcome is DaneOutcome.TEMP):
+                self.log.warn("{domain}: {failure}; DANE decides this domain", domain=domain, failure=failure)
             else:
                 self.log.warn("{domain}: {failure}; delivering as if no MTA-STS policy (RFC 8461 §5.1)",
                               domain=domain, failure=failure)
