@@ -126,11 +126,7 @@ class Daemon:
     probe: ValidationProbe | None = None
 
     def ready(self) -> Deferred:
-        """Every listener bound and the first DNSSEC validation probe done."""
-        waits = [listener.ready for listener in self.listeners]
-        if self.probe is not None:
-            waits.append(self.probe.first)
-        return gatherResults(waits, consumeErrors=True)
+        return gatherResults([listener.ready for listener in self.listeners], consumeErrors=True)
 
 
 def make_service(config: Config, reactor) -> Daemon:
@@ -145,7 +141,7 @@ def make_service(config: Config, reactor) -> Daemon:
     refresher.setServiceParent(root)
     daemon = Daemon(root, policy)
     if policy.dane_probe is not None:
-        # DNSSEC validation probe: at start-up (READY waits for it, Daemon.ready) and periodically.
+        # DNSSEC validation probe: at start-up (DANE lookups wait for it) and periodically.
         prober = TimerService(config.dane.probe_interval_s, policy.dane_probe.check)
         prober.clock = reactor
         prober.setServiceParent(root)

@@ -7,14 +7,15 @@ whole domain (``dane.timeout_s``).  MX hosts are looked up concurrently,
 at most ``dane.host_concurrency`` at a time.
 
 When the :class:`~mtasts_resolver.dnssec_probe.ValidationProbe` says the
-resolver does not validate, no lookup is made and the result is DISABLED.
+resolver does not validate, no lookup is made and the result is DISABLED;
+before its first check, the walk waits for it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from mtasts_resolver.config import DaneConfig
@@ -34,6 +35,9 @@ class DaneResolver:
 
     def resolve(self, domain: str) -> Deferred[DaneResult]:
         """The DANE verdict for ``domain``; never fails (failures are TEMP results)."""
+        if self.probe is not None and not self.probe.checked:
+            # Start-up: not known yet whether the resolver validates; wait for the first probe.
+            return self.probe.when_checked().addCallback(lambda _: self.resolve(domain))
         if self.probe is not None and not self.probe.validating:
             return succeed(dane.disabled(self.probe.status))
         d = Deferred.fromCoroutine(self._walk(domain))
@@ -73,16 +77,16 @@ class DaneResolver:
         lookups: list[Lookup] = []
         answers: list[RRAnswer] = []
         failures: list[str] = []
-        pending = [(rdtype, self._dns.query(host, rdtype)) for rdtype in ("A", "AAAA")]
-        for rdtype, query in pending:
-            try:
-                answer = await query
-            except DnsFailure as exc:
+        families = ("A", "AAAA")
+        outcomes = await DeferredList([self._dns.query(host, rdtype) for rdtype in families], consumeErrors=True)
+        for rdtype, (succeeded, outcome) in zip(families, outcomes):
+            if not succeeded:
+                exc = outcome.trap(DnsFailure) and outcome.value   # anything else is a bug: let it raise
                 failures.append(str(exc))
                 lookups.append(_failed(host, rdtype, exc))
                 continue
-            answers.append(answer)
-            lookups.append(_lookup(host, rdtype, answer, [r.address for r in answer.records]))
+            answers.append(outcome)
+            lookups.append(_lookup(host, rdtype, outcome, [r.address for r in outcome.records]))
         ttl = dane.min_ttl(a.ttl for a in answers)
         found = any(a.records for a in answers)
         secure = bool(answers) and all(a.secure for a in answers)

@@ -8,6 +8,7 @@ default) and requires a non-empty answer with the AD bit; with
 address.  While the probe fails, DANE answers are disabled: the failure is
 logged as an error at every check and shown in the daemon's status, and
 domains get MTA-STS answers only.  They come back as soon as a check passes.
+Until the first check is done, DANE lookups wait for it.
 """
 
 from __future__ import annotations
@@ -41,12 +42,20 @@ class ValidationProbe:
         self.checked = False
         self.status = "resolver validation not checked yet"
         self._listeners: list[Callable[[bool], None]] = []
-        #: Fires after the first check, whatever it found (start-up waits for it).
-        self.first: Deferred[None] = Deferred()
+        self._waiters: list[Deferred[None]] = []
 
     def subscribe(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(validating)`` whenever the state changes (and after the first check)."""
         self._listeners.append(listener)
+
+    def when_checked(self) -> Deferred[None]:
+        """A new Deferred firing once the first check is done (at once if it is); cancelling it is harmless."""
+        d: Deferred[None] = Deferred()
+        if self.checked:
+            d.callback(None)
+        else:
+            self._waiters.append(d)
+        return d
 
     def check(self) -> Deferred[None]:
         """Run the probe once; never fails (a TimerService calls this)."""
@@ -91,5 +100,7 @@ class ValidationProbe:
         if changed:
             for listener in self._listeners:
                 listener(ok)
-        if not self.first.called:
-            self.first.callback(None)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.called:  # a cancelled waiter has fired already
+                waiter.callback(None)

@@ -35,9 +35,13 @@ def test_validating_resolver_enables_dane():
     probe = ValidationProbe(dns, DaneConfig(probe_name="test."))
     changes: list[bool] = []
     probe.subscribe(changes.append)
-    assert not probe.validating and not probe.first.called
+    waiting = []
+    probe.when_checked().addCallback(waiting.append)
+    assert not probe.validating and waiting == []
     run(probe)
-    assert probe.validating and probe.first.called
+    assert probe.validating and waiting == [None]
+    probe.when_checked().addCallback(waiting.append)
+    assert waiting == [None, None]
     assert dns.asked == [("test.", "DNSKEY")]
     assert changes == [True]
     run(probe)
@@ -93,9 +97,10 @@ def test_resolver_makes_no_dane_lookups_while_disabled():
     probe = ValidationProbe(dns, DaneConfig())
     resolver = DaneResolver(Clock(), dns, DaneConfig(), probe)
     out = []
-    resolver.resolve("example.test").addCallback(out.append)   # before the first check: not trusted yet
-    assert out[0].outcome is DaneOutcome.DISABLED
+    resolver.resolve("example.test").addCallback(out.append)   # before the first check: waits for it
+    assert out == []
     run(probe)
+    assert out[0].outcome is DaneOutcome.DISABLED
     resolver.resolve("example.test").addCallback(out.append)
     assert out[1].outcome is DaneOutcome.DISABLED and "does not validate" in out[1].reason
     assert dns.asked == [(".", "DNSKEY")]

@@ -11,6 +11,8 @@ and what Postfix logged decide each case.
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -36,17 +38,24 @@ def contrib_settings(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def postfix(mta_world, tmp_path_factory):
+def postfix(mta_world):
     settings = contrib_settings(CONTRIB_MAIN_CF)
     assert settings["smtp_tls_policy_maps"] == "socketmap:inet:127.0.0.1:8461:postfix"
     settings["smtp_tls_policy_maps"] = mta_world.daemon.socketmap_map()
     settings["smtp_tls_CAfile"] = str(mta_world.ca_file)
-    instance = PrivatePostfix(tmp_path_factory.mktemp("postfix"), f"{MX_NET}.100", mta_world.resolver, settings)
+    # Postfix's unprivileged daemons must traverse the directory: not under
+    # pytest's basetemp, whose 0700 root a concurrent pytest session re-applies.
+    workdir = Path(tempfile.mkdtemp(prefix="mta-postfix-"))
+    workdir.chmod(0o755)
+    instance = PrivatePostfix(workdir, f"{MX_NET}.100", mta_world.resolver, settings)
     # glibc strips the AD bit unless told to trust the resolver (contrib/postfix/main.cf says so too).
     instance.resolv_conf.write_text(instance.resolv_conf.read_text() + "options trust-ad\n")
-    instance.start()
-    yield instance
-    instance.stop()
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _send(postfix: PrivatePostfix, domain: str) -> str:
