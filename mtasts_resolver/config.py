@@ -137,6 +137,46 @@ class TlsrptConfig:
     # TLSRPT attributes. Postfix <= 3.9 defers mail on them: opt in only.
     attribute_maps: tuple[str, ...] = ("postfix-tlsrpt",)
 
+    # -- outcome feeds (all off by default; the daemon's own outcomes are always spooled)
+    # UNIX datagram socket for libtlsrpt (Postfix >= 3.10 smtp_tlsrpt_socket_name).
+    collector_socket: str = ""
+    collector_socket_mode: str = "0660"
+    collector_socket_group: str = ""     # e.g. "postfix", so smtp(8) may write
+    # Asked for with SO_RCVBUFFORCE (root) or SO_RCVBUF; see collector.py about max_dgram_qlen.
+    collector_rcvbuf_bytes: int = field(default=8 * 1024 * 1024, metadata=_meta(minimum=65536))
+    postfix_log: str = ""                # Postfix 3.7-3.9 log file to follow, or "journal"
+    exim_log: str = ""                   # Exim main log to follow
+    exim_event_socket: str = ""          # UNIX stream socket for Exim event_action readsocket
+    exim_event_socket_mode: str = "0660"
+    log_poll_interval_s: float = field(default=1.0, metadata=_meta(minimum=0.05))
+    # Outcomes are committed this often: the most a kill -9 can lose.
+    spool_flush_interval_s: float = field(default=0.2, metadata=_meta(minimum=0.01))
+    sending_mta_ip: str = ""             # sending-mta-ip for feeds that do not log it (Postfix, Exim logs)
+
+    # -- reports (mtasts-resolver report)
+    organization_name: str = ""          # RFC 8460 §4.4 organization-name
+    contact_info: str = ""               # RFC 8460 §4.4 contact-info: an email address
+    submitter: str = ""                  # TLS-Report-Submitter and DKIM d=; "": the domain of contact_info
+    mail_from: str = ""                  # From: of report mail; "": contact_info
+    dkim_selector: str = ""
+    dkim_key_file: str = ""              # PEM private key; its public half at SELECTOR._domainkey.SUBMITTER
+    mail_submission: str = field(default="sendmail", metadata=_meta(choices=("sendmail", "smtp")))
+    sendmail_command: tuple[str, ...] = ("/usr/sbin/sendmail", "-i")   # "-f FROM -- RCPT" is appended
+    smtp_server: str = "127.0.0.1:25"    # for mail_submission = "smtp"
+    https_ignore_cert_errors: bool = True   # RFC 8460 §3: submitters MAY ignore certificate errors
+    ca_file: str = ""                    # PEM bundle for https rua hosts; "": the system store
+    delivery_timeout_s: float = field(default=60.0, metadata=_meta(minimum=1))
+    # First attempt at a random moment this long after the UTC day ends (RFC 8460 §4.1 suggests hours).
+    send_delay_max_s: float = field(default=14400.0, metadata=_meta(minimum=0))
+    retry_initial_s: float = field(default=300.0, metadata=_meta(minimum=1))     # doubled per failed attempt
+    retry_window_s: float = field(default=86400.0, metadata=_meta(minimum=0))    # RFC 8460 §5.5: up to 24 h
+    report_all_success_days: bool = True  # RFC 8460 §4.2: success counts are the heartbeat
+    retention_days: int = field(default=14, metadata=_meta(minimum=1))
+
+    @property
+    def submitter_domain(self) -> str:
+        return self.submitter or self.contact_info.rpartition("@")[2]
+
 
 @dataclass(frozen=True)
 class Config:
@@ -186,6 +226,7 @@ def load_config(path: str | Path | None) -> Config:
 def config_from_dict(data: dict[str, Any]) -> Config:
     config = _build(Config, data, "")
     _check_listeners(config.listen)
+    _check_tlsrpt(config.tlsrpt)
     if config.dane.min_ttl_s > config.dane.max_ttl_s:
         raise ConfigError(f"must not exceed dane.max_ttl_s ({config.dane.max_ttl_s:g})", "dane.min_ttl_s")
     return config
@@ -248,6 +289,19 @@ def _check_listeners(listeners: tuple[ListenConfig, ...]) -> None:
             int(listener.mode, 8)
         except ValueError:
             raise ConfigError(f"not an octal mode: {listener.mode!r}", f"{where}.mode") from None
+
+
+def _check_tlsrpt(tlsrpt: TlsrptConfig) -> None:
+    for name in ("collector_socket_mode", "exim_event_socket_mode"):
+        try:
+            int(getattr(tlsrpt, name), 8)
+        except ValueError:
+            raise ConfigError(f"not an octal mode: {getattr(tlsrpt, name)!r}", f"tlsrpt.{name}") from None
+    if tlsrpt.contact_info and "@" not in tlsrpt.contact_info:
+        raise ConfigError("expected an email address", "tlsrpt.contact_info")
+    if not tlsrpt.sendmail_command:
+        raise ConfigError("expected the sendmail program and its options", "tlsrpt.sendmail_command")
+    parse_host_port(tlsrpt.smtp_server, "tlsrpt.smtp_server")
 
 
 def parse_host_port(text: str, path: str = "") -> tuple[str, int]:

@@ -3,12 +3,18 @@
 The daemon keeps every answer in memory and touches the store only when a
 policy changes and once at start-up, so the interface is synchronous and
 tiny.  SQLite is the embedded default; a PostgreSQL backend for fleets
-implements the same protocol.
+implements the same protocols.
+
+TLS-RPT adds two parts: the outcome spool (:class:`OutcomeWriter`, written in
+batches from one writer thread, so bursts never block the reactor) and the
+reporter's delivery state (:class:`ReportStore`, used by ``mtasts-resolver
+report``, a separate process sharing the same database).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from mtasts_resolver.policy.model import CachedPolicy
@@ -31,6 +37,88 @@ class PolicyStore(Protocol):
         ...
 
     def close(self) -> None:
+        ...
+
+
+#: One spool counter: (UTC day, report domain, policy JSON, kind, failure JSON or '', sessions),
+#: kind being success / failure (summary session counts) or detail (one failure-details entry).
+OutcomeRow = tuple[str, str, str, str, str, int]
+
+
+class OutcomeWriter(Protocol):
+    """Adds outcome counters; one instance per writer thread."""
+
+    def add(self, rows: Iterable[OutcomeRow], cursors: Mapping[str, str]) -> None:
+        """Add ``rows`` to the counters and set the feed ``cursors``, in one durable transaction."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    report_id: str
+    day: str
+    report_domain: str
+    state: str          # ready | no-record | skipped
+    detail: str
+    created_at: float
+    body: bytes | None  # gzipped JSON when ready
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    report_id: str
+    destination: str
+    state: str          # pending | sending | sent | uncertain | failed
+    attempts: int
+    next_attempt_at: float
+    first_attempt_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    report_id: str
+    destination: str
+    at: float
+    result: str
+    detail: str
+
+
+class ReportStore(Protocol):
+    """The spool as the reporter reads it, and the persistent delivery state."""
+
+    def outcome_writer(self) -> OutcomeWriter: ...
+
+    def feed_cursor(self, feed: str) -> str | None: ...
+
+    def unreported(self, days: Iterable[str]) -> list[tuple[str, str]]:
+        """(day, report domain) pairs of ``days`` with outcomes and no report decision yet."""
+        ...
+
+    def spooled_days(self) -> list[str]: ...
+
+    def outcome_counts(self, day: str, report_domain: str) -> list[tuple[str, str, str, int]]:
+        """(policy JSON, kind, failure JSON or '', sessions) of one day and report domain."""
+        ...
+
+    def add_report(self, report: ReportRow, destinations: Iterable[str], first_attempt_at: float) -> None:
+        """Record a report decision (and its pending deliveries) in one transaction."""
+        ...
+
+    def reports(self) -> list[ReportRow]: ...
+
+    def deliveries(self, report_id: str | None = None) -> list[DeliveryRow]: ...
+
+    def attempts(self, report_id: str) -> list[AttemptRow]: ...
+
+    def set_delivery(self, delivery: DeliveryRow, attempt: AttemptRow | None = None) -> None:
+        """Persist a delivery's new state (and the attempt that led to it) durably."""
+        ...
+
+    def prune(self, before_day: str) -> int:
+        """Delete outcomes and reports of days before ``before_day``; returns rows deleted."""
         ...
 
 

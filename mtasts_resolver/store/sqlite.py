@@ -1,4 +1,4 @@
-"""SQLite policy store: WAL journal, one row per domain, versioned schema.
+"""SQLite store: WAL journal, versioned schema; the policy cache here, TLS-RPT in sqlite_tlsrpt.py.
 
 Writes are rare (a policy changes) and small, so they run synchronously on
 the reactor thread; ``synchronous=FULL`` makes each committed policy survive
@@ -15,23 +15,22 @@ from pathlib import Path
 from mtasts_resolver.policy.model import CachedPolicy, StsPolicy
 from mtasts_resolver.policy.sts import parse_policy
 from mtasts_resolver.store import StoreError
+from mtasts_resolver.store.sqlite_tlsrpt import TlsrptTables, connect
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
-class SqliteStore:
+class SqliteStore(TlsrptTables):
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
+        self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            if str(path) != ":memory:":
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = connect(path)
             self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open policy cache {path}: {exc}") from exc
-        self.path = path
 
     def _migrate(self) -> None:
         """Create or upgrade the schema stepwise, each step in one transaction."""

@@ -1,0 +1,150 @@
+"""Following a growing log file (or the journal) and feeding its lines to a parser.
+
+The read position goes into the spool in the same transaction as the
+outcomes read up to it, so after a crash the follower resumes exactly where
+the committed outcomes end: nothing counted twice, nothing skipped (only
+sessions whose lines straddle the crash are lost, since the correlation
+state is in memory).  Rotation: the old file is read to its end, then the
+new one from its start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import IO
+
+from twisted.application.internet import TimerService
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+
+from mtasts_resolver.tlsrpt.model import Outcome
+from mtasts_resolver.tlsrpt.spool import OutcomeSpool
+
+LineParser = Callable[[str, float], list[Outcome]]
+MAX_READ_BYTES = 4 * 1024 * 1024  # per poll, so a huge backlog does not block the reactor for long
+
+
+class FileFollower(TimerService):
+    """Polls ``path`` every ``interval_s``; the cursor is ``inode:offset`` under ``feed``."""
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorTime, spool: OutcomeSpool, feed: str, path: str, parse: LineParser,
+                 interval_s: float, cursor: str | None) -> None:
+        super().__init__(interval_s, self.poll)
+        self.clock = reactor
+        self._reactor = reactor
+        self._spool = spool
+        self._feed = feed
+        self._path = path
+        self._parse = parse
+        self._handle: IO[bytes] | None = None
+        self._inode = 0
+        self._start = _parse_cursor(cursor)
+
+    def poll(self) -> None:
+        if self._handle is None and not self._open():
+            return
+        assert self._handle is not None
+        self._read()
+        try:
+            current = os.stat(self._path).st_ino
+        except FileNotFoundError:
+            return
+        if current != self._inode:  # rotated: the old file is read to its end, go on with the new one
+            self._handle.close()
+            self._handle = None
+            self._start = (current, 0)
+            if self._open():
+                self._read()
+
+    def _open(self) -> bool:
+        try:
+            handle = open(self._path, "rb")
+        except OSError:
+            return False
+        self._inode = os.fstat(handle.fileno()).st_ino
+        inode, offset = self._start
+        if inode == self._inode and offset <= os.fstat(handle.fileno()).st_size:
+            handle.seek(offset)
+        elif inode != 0:
+            self.log.info("{path} is a new file since the last run: reading it from the start", path=self._path)
+        self._handle = handle
+        return True
+
+    def _read(self) -> None:
+        assert self._handle is not None
+        start = self._handle.tell()
+        data = self._handle.read(MAX_READ_BYTES)
+        end = data.rfind(b"\n") + 1
+        self._handle.seek(start + end)  # a partial last line is read again next time
+        if not end:
+            return
+        now = self._reactor.seconds()
+        outcomes: list[Outcome] = []
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            outcomes += self._parse(line, now)
+        self._spool.add(outcomes, (self._feed, f"{self._inode}:{start + end}"))
+
+    def stopService(self):
+        result = super().stopService()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        return result
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, int]:
+    inode, _, offset = (cursor or "").partition(":")
+    return (int(inode), int(offset)) if inode.isdigit() and offset.isdigit() else (0, 0)
+
+
+def journal_line(entry: dict) -> str | None:
+    """A ``journalctl -o json`` entry as the syslog line Postfix would have written."""
+    identifier, pid, message = entry.get("SYSLOG_IDENTIFIER"), entry.get("SYSLOG_PID") or entry.get("_PID"), \
+        entry.get("MESSAGE")
+    if not isinstance(identifier, str) or not isinstance(message, str):
+        return None
+    return f"{identifier}[{pid}]: {message}"
+
+
+class JournalFollower(ProcessProtocol):
+    """``journalctl --follow -o json SYSLOG_FACILITY=2`` (mail), resuming after the committed cursor."""
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorTime, spool: OutcomeSpool, feed: str, parse: LineParser) -> None:
+        self._reactor, self._spool, self._feed, self._parse = reactor, spool, feed, parse
+        self._buffer = b""
+
+    @staticmethod
+    def argv(cursor: str | None) -> list[str]:
+        argv = ["journalctl", "--follow", "--output=json", "--no-tail" if cursor else "--lines=0"]
+        if cursor:
+            argv.append(f"--after-cursor={cursor}")
+        return [*argv, "SYSLOG_FACILITY=2"]
+
+    def outReceived(self, data: bytes) -> None:
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()
+        now = self._reactor.seconds()
+        outcomes: list[Outcome] = []
+        cursor = None
+        for raw in lines:
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            line = journal_line(entry)
+            if line is not None:
+                outcomes += self._parse(line, now)
+            cursor = entry.get("__CURSOR", cursor)
+        if cursor is not None:
+            self._spool.add(outcomes, (self._feed, cursor))
+
+    def processEnded(self, reason) -> None:
+        self.log.error("journalctl stopped: {reason}; Postfix log lines are no longer counted",
+                       reason=reason.getErrorMessage())

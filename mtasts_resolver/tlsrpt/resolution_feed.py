@@ -1,0 +1,71 @@
+"""The daemon's own outcomes: policy discovery failures, from ``PolicyService``'s resolution hook.
+
+MTA-STS: only failures of a policy the domain announced count: a
+``_mta-sts`` TXT record was found (so a policy exists) and fetching or
+parsing it failed.  The policy-string is the cached policy still applied,
+if any (RFC 8461 §5.1), else empty; the result type is the failure's own
+(``FailureType`` values are RFC 8460 result types).
+
+DANE: DNSSEC data that could not be validated (the domain's verdict is a
+temporary failure, or an MX host's lookups failed) is ``dnssec-invalid``;
+an MX host whose TLSA RRset has no usable record is ``tlsa-invalid``, with
+the records as policy-string and the TLSA base as policy-domain.
+
+Successful resolutions are not sessions and are not counted: the MTA's
+feeds count the sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mtasts_resolver.policy.dane import DaneOutcome, HostStatus
+from mtasts_resolver.policy.model import StsFailure, StsTxt
+from mtasts_resolver.service import Resolution
+from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType, sts_report_policy
+
+
+MAX_REASON_CHARS = 256
+
+
+def resolution_outcomes(resolution: Resolution, now: float) -> list[Outcome]:
+    return _sts_outcomes(resolution, now) + _dane_outcomes(resolution, now)
+
+
+def _sts_outcomes(resolution: Resolution, now: float) -> list[Outcome]:
+    if not isinstance(resolution.txt, StsTxt) or not isinstance(resolution.fetched, StsFailure):
+        return []
+    failure = resolution.fetched
+    applied = resolution.policy.policy if resolution.policy is not None else None
+    detail = FailureDetail(ResultType(failure.type.value), failure_reason_code=failure.detail[:MAX_REASON_CHARS])
+    return [Outcome(now, resolution.domain, sts_report_policy(resolution.domain, applied), (detail,))]
+
+
+def _dane_outcomes(resolution: Resolution, now: float) -> list[Outcome]:
+    dane, domain = resolution.dane, resolution.domain
+    if dane is None:
+        return []
+    if dane.outcome is DaneOutcome.TEMP:
+        detail = FailureDetail(ResultType.DNSSEC_INVALID, failure_reason_code=dane.reason[:MAX_REASON_CHARS])
+        return [Outcome(now, domain, ReportPolicy(PolicyType.TLSA, domain), (detail,))]
+    outcomes = []
+    for host in dane.hosts:
+        if host.status is HostStatus.UNUSABLE:
+            result = ResultType.TLSA_INVALID
+        elif host.status is HostStatus.FAILED:
+            result = ResultType.DNSSEC_INVALID
+        else:
+            continue
+        policy = ReportPolicy(PolicyType.TLSA, host.tlsa_base or host.name, tuple(str(r) for r in host.tlsa))
+        detail = FailureDetail(result, receiving_mx_hostname=host.name, failure_reason_code=host.detail[:MAX_REASON_CHARS])
+        outcomes.append(Outcome(now, domain, policy, (detail,)))
+    return outcomes
+
+
+def resolution_sink(add: Callable[[list[Outcome]], None], clock: Callable[[], float]) -> Callable[[Resolution], None]:
+    """The ``on_resolution`` hook: outcomes to ``add`` (the spool), never raising into the service."""
+    def on_resolution(resolution: Resolution) -> None:
+        outcomes = resolution_outcomes(resolution, clock())
+        if outcomes:
+            add(outcomes)
+    return on_resolution

@@ -1,0 +1,125 @@
+"""The outcome spool: counts outcomes in memory, commits them in batches off the reactor thread.
+
+Feeds call :meth:`OutcomeSpool.add` on the reactor thread; it only adds to
+in-memory counters, so the hot path (a policy resolution) and the datagram
+collector never wait for the disk.  Every ``flush_interval_s`` the counters
+(and the feeds' read positions) go to the store in one transaction on a
+single writer thread; ``synchronous=FULL`` makes the batch durable when the
+commit returns, which is when the spool logs it as spooled.
+
+So the loss window on ``kill -9`` is what was added since the last commit:
+at most ``flush_interval_s`` plus one commit.  A failed commit (disk full, a
+locked or broken database) is logged as critical with the number of sessions
+at stake; the batch goes back into memory and is retried, with back-off,
+until it is written or the daemon stops.  Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from mtasts_resolver.store import OutcomeRow, OutcomeWriter
+from mtasts_resolver.tlsrpt.model import CountKind, Outcome
+
+RETRY_MAX_S = 60.0  # back-off cap between attempts to commit after a store error
+
+
+class OutcomeSpool:
+    log = Logger()
+
+    def __init__(self, reactor: IReactorTime & IReactorThreads, writer: OutcomeWriter,
+                 flush_interval_s: float) -> None:
+        self._reactor = reactor
+        self._writer = writer
+        self._flush_interval_s = flush_interval_s
+        self._pending: Counter[tuple[str, str, str, str, str]] = Counter()
+        self._cursors: dict[str, str] = {}
+        self._timer: IDelayedCall | None = None
+        self._in_flight: Deferred[None] | None = None
+        self._retry_s = flush_interval_s
+        self.spooled_sessions = 0  # committed since start
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="tlsrpt-spool")
+        self._pool.start()
+
+    @property
+    def pending_sessions(self) -> int:
+        return _sessions(self._pending)
+
+    def add(self, outcomes: Iterable[Outcome], cursor: tuple[str, str] | None = None) -> None:
+        """Count ``outcomes``; ``cursor`` (feed, position) is committed with them."""
+        for outcome in outcomes:
+            self._pending.update(outcome.keys())
+        if cursor is not None:
+            self._cursors[cursor[0]] = cursor[1]
+        if (self._pending or self._cursors) and self._timer is None and self._in_flight is None:
+            self._timer = self._reactor.callLater(self._flush_interval_s, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if self._in_flight is not None or not (self._pending or self._cursors):
+            return
+        batch, cursors = self._pending, self._cursors
+        self._pending, self._cursors = Counter(), {}
+        rows: list[OutcomeRow] = [(*key, count) for key, count in batch.items()]
+        d = deferToThreadPool(self._reactor, self._pool, self._writer.add, rows, cursors)
+        self._in_flight = d
+        d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch, cursors))
+
+    def _committed(self, _: None, batch: Counter) -> None:
+        self._in_flight = None
+        self._retry_s = self._flush_interval_s
+        sessions = _sessions(batch)
+        self.spooled_sessions += sessions
+        if sessions:
+            self.log.debug("spooled {sessions} TLS-RPT sessions in {rows} counters ({total} since start)",
+                           sessions=sessions, rows=len(batch), total=self.spooled_sessions)
+        self.add(())
+
+    def _failed(self, failure: Failure, batch: Counter, cursors: dict[str, str]) -> None:
+        self._in_flight = None
+        batch.update(self._pending)
+        self._pending = batch
+        self._cursors = {**cursors, **self._cursors}
+        self.log.critical("TLS-RPT outcomes NOT spooled: {error}; {sessions} sessions kept in memory, "
+                          "retrying in {retry_s:.0f} s", error=failure.getErrorMessage(),
+                          sessions=self.pending_sessions, retry_s=self._retry_s)
+        self._timer = self._reactor.callLater(self._retry_s, self._flush)
+        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+
+    def stop(self) -> Deferred[None]:
+        """Commit what is pending (one last try), then stop the writer thread."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        d = self._in_flight if self._in_flight is not None else succeed(None)
+
+        def last(_: object) -> Deferred[None] | None:
+            if self._pending or self._cursors:
+                self._flush()
+                return self._in_flight
+            return None
+
+        d.addBoth(last)
+        d.addBoth(self._shutdown)
+        return d
+
+    def _shutdown(self, result: object) -> object:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()  # a failed last commit scheduled a retry that will not come
+            self.log.critical("stopping with {sessions} TLS-RPT sessions not spooled", sessions=self.pending_sessions)
+        self._pool.stop()
+        self._writer.close()
+        return None if isinstance(result, Failure) else result
+
+
+def _sessions(counters: Counter[tuple[str, str, str, str, str]]) -> int:
+    """Sessions in a batch: the summary counters (details count failures within them)."""
+    return sum(count for key, count in counters.items() if key[3] != CountKind.DETAIL.value)
