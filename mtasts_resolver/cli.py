@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -28,11 +29,6 @@ def _parser() -> argparse.ArgumentParser:
     query = commands.add_parser("query", help="resolve one domain now and explain the answer")
     query.add_argument("domain")
     query.add_argument("--map", default="postfix", help="socketmap name to answer for (default: postfix)")
-    report = commands.add_parser("report", help="build TLS-RPT reports of finished UTC days and deliver "
-                                 "what is due (RFC 8460)")
-    report.add_argument("--status", action="store_true", help="show every report, delivery and attempt, and exit")
-    report.add_argument("--day", action="append", default=[], metavar="YYYY-MM-DD",
-                        help="also report this UTC day even if it is not over yet (repeatable)")
     return parser
 
 
@@ -59,14 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "query":
         return task.react(_query, (config, args.domain, args.map))
-    if args.command == "report":
-        from mtasts_resolver.tlsrpt.command import report_command
-
-        return task.react(report_command, (config, args.status, tuple(args.day)))
-    return task.react(_run, (config,))
+    return task.react(_run, (config, _config_path(args.config)))
 
 
-async def _run(reactor, config: Config) -> int:
+async def _run(reactor, config: Config, config_path: str | None) -> int:
     from twisted.internet.defer import Deferred
     from twisted.logger import Logger
 
@@ -81,7 +73,7 @@ async def _run(reactor, config: Config) -> int:
     except (StoreError, OSError, ValueError) as exc:
         log.critical("cannot start: {error}", error=exc)
         return 1
-    supervisor = Supervisor(reactor, daemon.policy)
+    supervisor = Supervisor(reactor, daemon)
     daemon.service.startService()
     try:
         await daemon.ready()
@@ -99,6 +91,21 @@ async def _run(reactor, config: Config) -> int:
         stopped.callback(None)
 
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(shutdown()))
+
+    async def reload() -> None:
+        supervisor.reloading()
+        try:
+            new = load_config(config_path)
+        except ConfigError as exc:
+            log.error("reload refused, still running the previous configuration: {error}", error=exc)
+            supervisor.reloaded("last reload refused: configuration error")
+            return
+        restart_needed = await daemon.reload(new)
+        log.info("configuration reloaded from {path}", path=config_path or "embedded defaults")
+        supervisor.reloaded(f"restart needed for {', '.join(restart_needed)}" if restart_needed else "")
+
+    # SIGHUP (systemctl reload): the handler only schedules, the reload runs on the reactor.
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(lambda: Deferred.fromCoroutine(reload())))
     await stopped
     return 0
 

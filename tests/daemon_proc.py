@@ -59,13 +59,14 @@ mode = "0600"
         self.notifications: list[str] = []
         self._notify: socket.socket | None = None
 
-    def start(self, timeout_s: float = 15.0) -> None:
+    def start(self, timeout_s: float = 15.0, extra_env: dict[str, str] | None = None) -> None:
         notify_path = self.workdir / "notify.sock"
         notify_path.unlink(missing_ok=True)
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
         env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), PYTHONPATH=str(REPO))
         env.pop("WATCHDOG_USEC", None)
+        env.update(extra_env or {})
         self.notifications = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mtasts_resolver", "-c", str(self.config_path)],
