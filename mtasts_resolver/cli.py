@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     query = commands.add_parser("query", help="resolve one domain now and explain the answer")
     query.add_argument("domain")
     query.add_argument("--map", default="postfix", help="socketmap name to answer for (default: postfix)")
+    report = commands.add_parser("report", help="build TLS-RPT reports of finished UTC days and deliver "
+                                 "what is due (RFC 8460)")
+    report.add_argument("--status", action="store_true", help="show every report, delivery and attempt, and exit")
+    report.add_argument("--day", action="append", default=[], metavar="YYYY-MM-DD",
+                        help="also report this UTC day even if it is not over yet (repeatable)")
     return parser
 
 
@@ -55,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "query":
         return task.react(_query, (config, args.domain, args.map))
+    if args.command == "report":
+        from mtasts_resolver.tlsrpt.command import report_command
+
+        return task.react(report_command, (config, args.status, tuple(args.day)))
     return task.react(_run, (config, _config_path(args.config)))
 
 

@@ -15,6 +15,8 @@ import pwd
 import stat
 from dataclasses import dataclass, field
 
+from collections.abc import Callable
+
 import sdnotify
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
@@ -35,14 +37,18 @@ from mtasts_resolver.protocols.readsocket import ReadsocketFactory
 from mtasts_resolver.protocols.socketmap import SocketmapFactory
 from mtasts_resolver.reload import plan_reload
 from mtasts_resolver.protocols.tcptable import TcpTableFactory
-from mtasts_resolver.service import PolicyService
+from mtasts_resolver.service import PolicyService, Resolution
 from mtasts_resolver.store import PolicyStore, open_store
 from mtasts_resolver.sts_resolver import StsResolver
+from mtasts_resolver.tlsrpt.feeds import SpoolService, feed_services, policy_lookup
+from mtasts_resolver.tlsrpt.resolution_feed import resolution_sink
+from mtasts_resolver.tlsrpt.spool import OutcomeSpool
 
 log = Logger()
 
 
-def build_policy_service(config: Config, reactor, store: PolicyStore) -> PolicyService:
+def build_policy_service(config: Config, reactor, store: PolicyStore,
+                         on_resolution: Callable[[Resolution], None] | None = None) -> PolicyService:
     """The lookup service with its resolvers, shared by the daemon and the query tool."""
     dns = DnsClient(config.dns.nameservers, config.dns.port, config.dns.timeout_s)
     fetcher = PolicyFetcher(reactor, dns, trust_root(config.mta_sts.ca_file),
@@ -51,7 +57,7 @@ def build_policy_service(config: Config, reactor, store: PolicyStore) -> PolicyS
     if config.dane.enabled:
         dane = DaneResolver(reactor, dns, config.dane, ValidationProbe(dns, config.dane))
     return PolicyService(reactor, StsResolver(dns, fetcher), store, config.mta_sts, config.tlsrpt.attribute_maps,
-                         dane=dane, dane_settings=config.dane)
+                         on_resolution, dane=dane, dane_settings=config.dane)
 
 
 class ListenerService(Service):
@@ -205,11 +211,15 @@ class Daemon:
 
 def make_service(config: Config, reactor) -> Daemon:
     store = open_store(config.cache.backend, str(config.cache_path))
-    policy = build_policy_service(config, reactor, store)
+    spool = OutcomeSpool(reactor, store.outcome_writer(), config.tlsrpt.spool_flush_interval_s)
+    policy = build_policy_service(config, reactor, store, resolution_sink(spool.add, reactor.seconds))
     loaded = policy.load()
     log.info("loaded {count} cached policies from {path}", count=loaded, path=config.cache_path)
     root = MultiService()
     _StoreService(store).setServiceParent(root)
+    SpoolService(spool).setServiceParent(root)  # stops after the feeds: commits what they gave it
+    for feed in feed_services(config.tlsrpt, reactor, spool, store, policy_lookup(policy.cached_policy)):
+        feed.setServiceParent(root)
     refresher = TimerService(config.mta_sts.refresh_interval_s, policy.refresh_due)
     refresher.clock = reactor
     refresher.setServiceParent(root)
