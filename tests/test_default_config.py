@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_proc import POSTMAP
+from tests.daemon_proc import POSTMAP, REPO
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def default_daemon(tmp_path):
     notify.settimeout(20)
     # No -c, and the default config path moved away from a package's /etc file: the embedded defaults.
     env = dict(os.environ, STATE_DIRECTORY=str(tmp_path / "state"), NOTIFY_SOCKET=str(tmp_path / "notify"),
-               MTASTS_RESOLVER_CONFIG=str(tmp_path / "absent.toml"))
+               MTASTS_RESOLVER_CONFIG=str(tmp_path / "absent.toml"), PYTHONPATH=str(REPO))
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert "READY=1" in notify.recv(4096).decode()
