@@ -58,6 +58,8 @@ mode = "0600"
         self.proc: subprocess.Popen | None = None
         self.notifications: list[str] = []
         self._notify: socket.socket | None = None
+        # Run the daemon through this (e.g. into its own network namespace); it must exec the command.
+        self.command_prefix: list[str] = []
 
     def start(self, timeout_s: float = 15.0, extra_env: dict[str, str] | None = None) -> None:
         notify_path = self.workdir / "notify.sock"
@@ -69,7 +71,7 @@ mode = "0600"
         env.update(extra_env or {})
         self.notifications = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mtasts_resolver", "-c", str(self.config_path)],
+            [*self.command_prefix, sys.executable, "-m", "mtasts_resolver", "-c", str(self.config_path)],
             stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"), env=env, cwd=self.workdir,
         )
         if not self.wait_for("READY=1", timeout_s):

@@ -55,8 +55,11 @@ class OutcomeSpool:
 
     def add(self, outcomes: Iterable[Outcome], cursor: tuple[str, str] | None = None) -> None:
         """Count ``outcomes``; ``cursor`` (feed, position) is committed with them."""
-        for outcome in outcomes:
-            self._pending.update(outcome.keys())
+        self.add_keys([key for outcome in outcomes for key in outcome.keys()], cursor)
+
+    def add_keys(self, keys: Iterable[tuple[str, str, str, str, str]], cursor: tuple[str, str] | None = None) -> None:
+        """Count outcomes already turned into counter keys (:meth:`Outcome.keys`): the collector's fast path."""
+        self._pending.update(keys)
         if cursor is not None:
             self._cursors[cursor[0]] = cursor[1]
         if (self._pending or self._cursors) and self._timer is None and self._in_flight is None:

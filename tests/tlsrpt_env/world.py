@@ -23,6 +23,20 @@ DKIM_SELECTOR = "sel1"
 SUBMITTER = "rpt-sender.test"
 
 
+#: systemd's default (50-default.conf) for net.unix.max_dgram_qlen; the kernel's own default is 10.
+SYSTEMD_MAX_DGRAM_QLEN = 512
+
+
+def in_own_netns(max_dgram_qlen: int = SYSTEMD_MAX_DGRAM_QLEN) -> list[str]:
+    """A command prefix running the daemon in a new network namespace with this unix datagram queue length.
+
+    The collector's socket is a file path, reachable from every namespace;
+    net.unix.max_dgram_qlen is per namespace, so the host's is left alone.
+    """
+    script = f"ip link set lo up && echo {max_dgram_qlen} > /proc/sys/net/unix/max_dgram_qlen && exec \"$@\""
+    return ["unshare", "--net", "sh", "-c", script, "sh"]
+
+
 def dkim_key(workdir: Path) -> tuple[Path, str]:
     """(private key file, TXT record text for SELECTOR._domainkey.SUBMITTER)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
