@@ -18,6 +18,9 @@ what the MX hosts received is what the tests judge.
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +83,12 @@ class MtaWorld:
     readsocket_port: int
     resolver: str                   # the validating resolver's address (port 53)
     ca_file: Path
+    exim_event_socket: Path         # the daemon's TLS-RPT feed for Exim's event_action
+
+    def spooled(self) -> list[tuple[str, str, str]]:
+        """(report domain, kind, failure JSON) rows of the daemon's TLS-RPT spool."""
+        with sqlite3.connect(self.daemon.workdir / "state" / "cache.sqlite3") as db:
+            return db.execute("SELECT report_domain, kind, failure FROM tlsrpt_outcome").fetchall()
 
     def received(self, domain: str, marker: str) -> list:
         return [m for m in self.mx_hosts[domain].received() if marker.encode() in m.data]
@@ -95,6 +104,8 @@ def mta_world(dns_world, policy_server, pki, tmp_path_factory) -> Iterator[MtaWo
     resolver_ip, resolver_port = dns_world.resolver()
     assert resolver_port == 53, "the MTAs' libc resolver only speaks to port 53"
     readsocket_port = free_port()
+    sockets = Path(tempfile.mkdtemp(prefix="mta-sockets-"))
+    sockets.chmod(0o755)   # Exim's deliveries (Debian-exim) connect to the event socket
     daemon = DaemonProcess(tmp_path_factory.mktemp("mta-daemon"), f"""
 [[listen]]
 protocol = "readsocket"
@@ -111,6 +122,10 @@ probe_type = "SOA"
 
 [mta_sts]
 ca_file = "{pki.ca_file}"
+
+[tlsrpt]
+exim_event_socket = "{sockets / 'exim-events.sock'}"
+exim_event_socket_mode = "0666"
 """)
     hosts: dict[str, SmtpHost] = {}
     try:
@@ -119,8 +134,9 @@ ca_file = "{pki.ca_file}"
             host.start()
             hosts[case.domain] = host
         daemon.start()
-        yield MtaWorld(hosts, daemon, readsocket_port, resolver_ip, pki.ca_file)
+        yield MtaWorld(hosts, daemon, readsocket_port, resolver_ip, pki.ca_file, sockets / "exim-events.sock")
     finally:
         daemon.stop()
+        shutil.rmtree(sockets, ignore_errors=True)
         for host in hosts.values():
             host.stop()

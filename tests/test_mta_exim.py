@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def exim_binary(tmp_path_factory) -> Path:
 class PrivateExim:
     """One Exim with its own spool, log and configuration, resolving through the world's unbound."""
 
-    def __init__(self, binary: Path, readsocket_port: int, resolver: str, ca_file: Path) -> None:
+    def __init__(self, binary: Path, readsocket_port: int, resolver: str, ca_file: Path,
+                 event_socket: Path | None = None) -> None:
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="mta-exim-"))
         self.dir.chmod(0o755)   # deliveries run as nobody
@@ -77,6 +79,7 @@ class PrivateExim:
 MTASTS_RESOLVER_SOCKET = inet:127.0.0.1:{readsocket_port}
 MTASTS_RESOLVER_CA = {self.ca_file}
 MTASTS_RESOLVER_IGNORE_TARGET_HOSTS = 0.0.0.0
+{f"MTASTS_RESOLVER_EVENT_SOCKET = {event_socket}" if event_socket else ""}
 .include {CONTRIB / 'main.conf'}
 
 exim_path = {binary}
@@ -130,7 +133,8 @@ begin retry
 
 @pytest.fixture(scope="module")
 def exim(exim_binary, mta_world):
-    instance = PrivateExim(exim_binary, mta_world.readsocket_port, mta_world.resolver, mta_world.ca_file)
+    instance = PrivateExim(exim_binary, mta_world.readsocket_port, mta_world.resolver, mta_world.ca_file,
+                           mta_world.exim_event_socket)
     instance.check_config()
     yield instance
     instance.remove()
@@ -210,3 +214,17 @@ def test_daemon_unreachable_defers_instead_of_downgrading(exim_binary, mta_world
         assert flag == "==" and "TLS policy lookup failed" in line, line
     finally:
         broken.remove()
+
+
+def test_tls_outcomes_reach_the_daemons_tlsrpt_spool(exim, sent, mta_world):
+    """contrib's event_action feeds each TLS session to the daemon (RFC 8460 counts)."""
+    wanted = {("mta-sts-good.test", "success"), ("mta-dane-good.test", "success"), ("mta-dane-bad.test", "detail")}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = mta_world.spooled()
+        if wanted <= {(domain, kind) for domain, kind, _ in rows}:
+            break
+        time.sleep(0.2)
+    assert wanted <= {(domain, kind) for domain, kind, _ in rows}, rows
+    failure = next(json for domain, kind, json in rows if (domain, kind) == ("mta-dane-bad.test", "detail"))
+    assert "mx.mta-dane-bad.test" in failure and "127.75." in failure
