@@ -40,7 +40,7 @@ from tests.world.fixtures import WORLD_ID
 PACKAGE = "mtasts-resolver"
 UNIT_DIR = Path("/lib/systemd/system")
 UNITS = ("mtasts-resolver.service", "mtasts-resolver-report.service", "mtasts-resolver-report.timer")
-LOCK_FILE = "/run/lock/mtasts-resolver-package-test.lock"
+LOCK_FILE = "/tmp/mtasts-resolver-package-test.lock"   # every suite on this machine sees /tmp
 APT_LOCK_TIMEOUT_S = 600
 POLICY_IP = f"127.60.{WORLD_ID}.1"
 DOMAIN = "pkg-sts.test"
