@@ -11,7 +11,9 @@ import time
 from mtasts_resolver import __version__
 from mtasts_resolver.config import Config, ConfigError, load_config
 
-DEFAULT_CONFIG = "/etc/mtasts-resolver/config.toml"
+# Where the configuration is looked for without -c; the environment variable
+# moves it (a second instance, or tests that must ignore an installed one).
+DEFAULT_CONFIG = os.environ.get("MTASTS_RESOLVER_CONFIG", "/etc/mtasts-resolver/config.toml")
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd shows it as a configuration error
 
 
@@ -53,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"configuration OK ({args.config or _config_path(None) or 'embedded defaults'})")
         return 0
+    if args.command not in ("query", "report") and config.daemon.workers > 1:
+        from mtasts_resolver.workers import WorkerPool, inherited_fds
+
+        if inherited_fds() is None:  # the parent: start the workers, which run the lines below
+            return WorkerPool(config, [sys.executable, "-m", "mtasts_resolver", *sys.argv[1:]]).run()
     from twisted.internet import asyncioreactor
 
     asyncioreactor.install()  # dnspython's asyncio resolver runs on the same loop

@@ -42,6 +42,8 @@ class DaemonConfig:
     # Where the SQLite cache lives; "" picks $STATE_DIRECTORY (systemd),
     # /var/lib/mtasts-resolver when writable, else ~/.local/state/mtasts-resolver.
     state_dir: str = ""
+    # Worker processes sharing the listeners (one core each); see workers.py.
+    workers: int = field(default=1, metadata=_meta(minimum=1))
     # On SIGTERM (and for listeners a SIGHUP removes), wait this long for
     # lookups in flight to be answered before dropping their connections.
     # Covers one DNS timeout plus one policy fetch at the defaults; keep it

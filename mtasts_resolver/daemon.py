@@ -9,10 +9,8 @@ is sent only once every listener is bound.
 from __future__ import annotations
 
 import dataclasses
-import grp
 import os
-import pwd
-import stat
+import socket
 from dataclasses import dataclass, field
 
 from collections.abc import Callable
@@ -21,12 +19,12 @@ import sdnotify
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, gatherResults, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from mtasts_resolver.config import Config, ListenConfig, parse_host_port
+from mtasts_resolver.config import Config, ListenConfig
 from mtasts_resolver.dane_resolver import DaneResolver
 from mtasts_resolver.dns import DnsClient
 from mtasts_resolver.dnssec_probe import ValidationProbe
@@ -43,6 +41,7 @@ from mtasts_resolver.sts_resolver import StsResolver
 from mtasts_resolver.tlsrpt.feeds import SpoolService, feed_services, policy_lookup
 from mtasts_resolver.tlsrpt.resolution_feed import resolution_sink
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
+from mtasts_resolver.workers import bind, inherited_fds
 
 log = Logger()
 
@@ -86,16 +85,10 @@ class ListenerService(Service):
 
     def startService(self) -> None:
         super().startService()
-        if self.listen.unix:
-            _remove_stale_socket(self.listen.unix)
         self._endpoint.listen(self._factory).addCallbacks(self._bound, self.ready.errback)
 
     def _bound(self, port: IListeningPort) -> None:
         self._port = port
-        if self.listen.unix and (self.listen.owner or self.listen.group):
-            uid = pwd.getpwnam(self.listen.owner).pw_uid if self.listen.owner else -1
-            gid = grp.getgrnam(self.listen.group).gr_gid if self.listen.group else -1
-            os.chown(self.listen.unix, uid, gid)
         log.info("listening for {protocol} on {where}", protocol=self.listen.protocol,
                  where=self.listen.tcp or self.listen.unix)
         self.ready.callback(None)
@@ -118,21 +111,15 @@ class ListenerService(Service):
             self._live.abort()
 
 
-def _remove_stale_socket(path: str) -> None:
-    """A socket file left by a killed daemon would make bind() fail."""
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
+def _endpoint(reactor, listen: ListenConfig, inherited_fd: int | None) -> IStreamServerEndpoint:
+    """Every listener is a socket from :func:`workers.bind`, adopted by the reactor.
 
-
-def _endpoint(reactor, listen: ListenConfig) -> IStreamServerEndpoint:
-    if listen.unix:
-        return UNIXServerEndpoint(reactor, listen.unix, mode=int(listen.mode, 8), wantPID=False)
-    host, port = parse_host_port(listen.tcp)
-    endpoint_class = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
-    return endpoint_class(reactor, port, interface=host)
+    Binding with the socket module here, or in the parent of a worker pool,
+    gives one code path for both (socket file mode and owner included).
+    """
+    sock = socket.socket(fileno=inherited_fd) if inherited_fd is not None else bind(listen)
+    family = sock.family
+    return AdoptedStreamServerEndpoint(reactor, sock.detach(), family)
 
 
 def _factory(listen: ListenConfig, policy: PolicyService) -> Factory:
@@ -171,8 +158,8 @@ class Daemon:
     def connections(self) -> int:
         return sum(listener.connections for listener in self.listeners)
 
-    def add_listener(self, listen: ListenConfig) -> ListenerService:
-        listener = ListenerService(self.reactor, _endpoint(self.reactor, listen),
+    def add_listener(self, listen: ListenConfig, inherited_fd: int | None = None) -> ListenerService:
+        listener = ListenerService(self.reactor, _endpoint(self.reactor, listen, inherited_fd),
                                    _factory(listen, self.policy),
                                    listen, self.config.daemon.drain_timeout_s)
         listener.setServiceParent(self.service)
@@ -230,8 +217,9 @@ def make_service(config: Config, reactor) -> Daemon:
         prober.clock = reactor
         prober.setServiceParent(root)
         daemon.probe = policy.dane_probe
-    for listen in config.listen:
-        daemon.add_listener(listen)
+    inherited = inherited_fds()   # set in the workers of a pool: the parent bound the listeners
+    for index, listen in enumerate(config.listen):
+        daemon.add_listener(listen, inherited[index] if inherited is not None else None)
     return daemon
 
 
