@@ -195,6 +195,8 @@ port = {resolver_port}
 [mta_sts]
 ca_file = "{pki.ca_file}"
 txt_recheck_s = 86400
+[dane]
+probe_name = "test."
 """)
         ours.config_path.write_text(ours.config_path.read_text().replace('"debug"', '"warn"'))
         ours.start()
