@@ -97,16 +97,6 @@ async def _run(reactor, config: Config, config_path: str | None) -> int:
         log.critical("cannot listen: {error}", error=getattr(exc, "subFailure", exc))
         await daemon.service.stopService()
         return 1
-    supervisor.ready()
-    log.info("mtasts-resolver {version} ready", version=__version__)
-    stopped: Deferred[None] = Deferred()
-
-    async def shutdown() -> None:
-        supervisor.stopping()
-        await daemon.service.stopService()
-        stopped.callback(None)
-
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(shutdown()))
 
     async def reload() -> None:
         supervisor.reloading()
@@ -120,8 +110,19 @@ async def _run(reactor, config: Config, config_path: str | None) -> int:
         log.info("configuration reloaded from {path}", path=config_path or "embedded defaults")
         supervisor.reloaded(f"restart needed for {', '.join(restart_needed)}" if restart_needed else "")
 
-    # SIGHUP (systemctl reload): the handler only schedules, the reload runs on the reactor.
+    # SIGHUP (systemctl reload): the handler only schedules, the reload runs on
+    # the reactor. Installed before READY=1: until then SIGHUP would kill us.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(lambda: Deferred.fromCoroutine(reload())))
+    supervisor.ready()
+    log.info("mtasts-resolver {version} ready", version=__version__)
+    stopped: Deferred[None] = Deferred()
+
+    async def shutdown() -> None:
+        supervisor.stopping()
+        await daemon.service.stopService()
+        stopped.callback(None)
+
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(shutdown()))
     await stopped
     return 0
 
