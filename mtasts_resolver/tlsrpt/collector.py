@@ -16,7 +16,6 @@ from __future__ import annotations
 import grp
 import os
 import socket
-import stat
 import sys
 import threading
 from collections import deque
@@ -28,6 +27,7 @@ from twisted.logger import Logger
 from mtasts_resolver.tlsrpt.datagram import MAX_DATAGRAM_BYTES, DatagramError, parse_datagram
 from mtasts_resolver.tlsrpt.model import utc_day
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
+from mtasts_resolver.workers import remove_stale_socket
 
 READER_SWITCH_INTERVAL_S = 0.0005  # CPython's GIL switch interval (sys.setswitchinterval), default 0.005
 READER_POLL_S = 0.25               # how often the reader thread checks whether to stop
@@ -154,12 +154,3 @@ def _max_dgram_qlen() -> str:
             return handle.read().strip()
     except OSError:
         return "unknown"
-
-
-def remove_stale_socket(path: str) -> None:
-    """A socket file left by a killed daemon would make bind() fail."""
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -16,12 +16,13 @@ from twisted.internet.endpoints import UNIXServerEndpoint
 
 from mtasts_resolver.config import TlsrptConfig
 from mtasts_resolver.policy.model import CachedPolicy, Mode
-from mtasts_resolver.tlsrpt.collector import DatagramCollector, remove_stale_socket
+from mtasts_resolver.tlsrpt.collector import DatagramCollector
 from mtasts_resolver.tlsrpt.exim_events import EximEventFactory, EximLogCorrelator
 from mtasts_resolver.tlsrpt.logfollow import FileFollower, JournalFollower
 from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, sts_report_policy
 from mtasts_resolver.tlsrpt.postfix_log import PostfixLogCorrelator
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
+from mtasts_resolver.workers import remove_stale_socket
 
 POSTFIX_FEED = "postfix-log"
 EXIM_FEED = "exim-log"
