@@ -41,7 +41,7 @@ from mtasts_resolver.sts_resolver import StsResolver
 from mtasts_resolver.tlsrpt.feeds import SpoolService, feed_services, policy_lookup
 from mtasts_resolver.tlsrpt.resolution_feed import resolution_sink
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
-from mtasts_resolver.workers import bind, inherited_fds
+from mtasts_resolver.workers import bind, inherited_fds, worker_index
 
 log = Logger()
 
@@ -205,8 +205,9 @@ def make_service(config: Config, reactor) -> Daemon:
     root = MultiService()
     _StoreService(store).setServiceParent(root)
     SpoolService(spool).setServiceParent(root)  # stops after the feeds: commits what they gave it
-    for feed in feed_services(config.tlsrpt, reactor, spool, store, policy_lookup(policy.cached_policy)):
-        feed.setServiceParent(root)
+    if worker_index() == 0:  # one collector and one log follower, however many workers
+        for feed in feed_services(config.tlsrpt, reactor, spool, store, policy_lookup(policy.cached_policy)):
+            feed.setServiceParent(root)
     refresher = TimerService(config.mta_sts.refresh_interval_s, policy.refresh_due)
     refresher.clock = reactor
     refresher.setServiceParent(root)

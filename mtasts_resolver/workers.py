@@ -33,6 +33,7 @@ import sdnotify
 from mtasts_resolver.config import Config, ListenConfig, parse_host_port
 
 LISTEN_FDS_ENV = "MTASTS_RESOLVER_LISTEN_FDS"   # "fd,fd,...", one per configured listener
+WORKER_INDEX_ENV = "MTASTS_RESOLVER_WORKER"     # 0 .. N-1
 WORKER_READY_TIMEOUT_S = 60.0
 LISTEN_BACKLOG = 1024
 
@@ -41,6 +42,15 @@ def inherited_fds() -> list[int] | None:
     """The listening sockets handed down by the parent, or None in a standalone daemon."""
     value = os.environ.get(LISTEN_FDS_ENV)
     return [int(fd) for fd in value.split(",")] if value else None
+
+
+def worker_index() -> int:
+    """This process's place in a worker pool; 0 for a standalone daemon.
+
+    Worker 0 alone runs the TLS-RPT feeds: they bind the collector socket and
+    follow logs, which must happen once.
+    """
+    return int(os.environ.get(WORKER_INDEX_ENV, "0"))
 
 
 def remove_stale_socket(path: str) -> None:
@@ -96,8 +106,9 @@ class WorkerPool:
             notify.bind(notify_path)
             env = dict(os.environ, NOTIFY_SOCKET=notify_path,
                        **{LISTEN_FDS_ENV: ",".join(str(s.fileno()) for s in sockets)})
-            for _ in range(self._config.daemon.workers):
-                self._workers.append(subprocess.Popen(self._argv, env=env, pass_fds=[s.fileno() for s in sockets]))
+            for index in range(self._config.daemon.workers):
+                self._workers.append(subprocess.Popen(self._argv, env=dict(env, **{WORKER_INDEX_ENV: str(index)}),
+                                                      pass_fds=[s.fileno() for s in sockets]))
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._stop)
             signal.signal(signal.SIGHUP, self._forward)

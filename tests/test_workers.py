@@ -24,7 +24,9 @@ def pool(tmp_path):
     store.save_policy(CachedPolicy("pool.example", "1", policy, time.time()))
     store.close()
     # DNS points at a closed port: every answer below comes from the persistent cache.
-    proc = DaemonProcess(tmp_path, '[dns]\nnameservers = ["127.0.0.1"]\nport = 9\ntimeout_s = 0.5\n')
+    # One TLS-RPT collector socket: only worker 0 may bind it.
+    proc = DaemonProcess(tmp_path, '[dns]\nnameservers = ["127.0.0.1"]\nport = 9\ntimeout_s = 0.5\n'
+                                   f'[tlsrpt]\ncollector_socket = "{tmp_path / "collector.sock"}"\n')
     proc.config_path.write_text(proc.config_path.read_text().replace('log_level = "debug"',
                                                                      'log_level = "debug"\nworkers = 2'))
     proc.start()
@@ -41,6 +43,7 @@ def test_every_worker_serves_the_shared_sockets(pool):
     workers = workers_of(pool.proc.pid)
     assert len(workers) == 2
     assert sum("READY=1" in n for n in pool.notifications) == 1   # relayed once, when both were ready
+    assert (pool.workdir / "collector.sock").is_socket()
     for paused in workers:
         os.kill(paused, signal.SIGSTOP)   # a stopped worker accepts nothing: the other must answer
         try:
