@@ -144,7 +144,7 @@ def footprint(workdir: Path, count: int) -> tuple[float, float]:
     now = time.time()
     policies = [CachedPolicy(f"d{i}.example", "1", parse_policy(policy_body(f"d{i}.example")), now)
                 for i in range(count)]
-    store.save_policies(policies) if hasattr(store, "save_policies") else [store.save_policy(p) for p in policies]
+    store.save_policies(policies)
     store.close()
     daemon = DaemonProcess(workdir, '[dns]\nnameservers = ["127.0.0.1"]\nport = 9\n')
     daemon.config_path.write_text(daemon.config_path.read_text().replace('"debug"', '"warn"'))

@@ -33,6 +33,10 @@ class PolicyStore(Protocol):
         """Insert or replace the policy of ``policy.domain``, durably."""
         ...
 
+    def save_policies(self, policies: Iterable[CachedPolicy]) -> None:
+        """``save_policy`` for many at once, in one transaction."""
+        ...
+
     def delete_policy(self, domain: str) -> None:
         ...
 
