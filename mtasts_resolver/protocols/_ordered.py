@@ -11,6 +11,7 @@ earlier ones have been sent.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,6 +22,8 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
+
+from ._write import write_now
 
 # Close a connection after this many seconds without traffic either way.
 # Postfix never leaves a healthy connection idle this long: its socketmap
@@ -104,13 +107,39 @@ class OrderedReplyMixin(TimeoutMixin):
         # Requests whose replies are held back, oldest first.  Empty on the
         # hot path: a synchronous answer with nothing pending is sent at once.
         self._pending: deque[_Slot] = deque()
+        self._batch: list[bytes] | None = None  # replies to send together, while handling input
         self._live: LiveConnections | None = None
         self._closing = False  # closeWhenAnswered() was called
         self._lost: list[Deferred[None]] = []  # fired by connectionLost
 
     def sendAnswer(self, answer: Answer) -> None:
-        """Encode and write one reply; protocols implement this."""
+        """Encode one reply and pass it to :meth:`writeReply`; protocols implement this."""
         raise NotImplementedError
+
+    def writeReply(self, data: bytes) -> None:
+        """Queue an encoded reply for the current batch, or send it now if there is none.
+
+        Replies made while one read or one Deferred is handled go out in a
+        single send (see :meth:`_batched`), so pipelined requests cost one
+        segment, not one each.
+        """
+        if self._batch is not None:
+            self._batch.append(data)
+        else:
+            write_now(self.transport, data)
+
+    def _batched(self, handle: Callable[[], None]) -> None:
+        """Run ``handle`` collecting every reply it makes, then send them together."""
+        if self._batch is not None:  # already inside a batch
+            handle()
+            return
+        self._batch = []
+        try:
+            handle()
+        finally:
+            batch, self._batch = self._batch, None
+            if batch:
+                write_now(self.transport, b"".join(batch))
 
     def reply(self, result: Answer | Deferred[Answer]) -> None:
         """Send ``result`` once every earlier request has had its reply."""
@@ -154,6 +183,9 @@ class OrderedReplyMixin(TimeoutMixin):
 
     def _flush(self) -> None:
         """Send the replies at the head of the queue that are answered."""
+        self._batched(self._send_answered)
+
+    def _send_answered(self) -> None:
         sent = False
         while self._pending and (answer := self._pending[0].answer) is not None:
             self._pending.popleft()
@@ -181,6 +213,10 @@ class OrderedReplyMixin(TimeoutMixin):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # A reply is complete when written: Nagle's algorithm would only hold
+        # the next one back until the client's delayed ACK (up to 40 ms).
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
         self.setTimeout(self.idle_timeout_s)
         self._live = getattr(getattr(self, "factory", None), "live", None)
         if self._live is not None:
@@ -193,7 +229,7 @@ class OrderedReplyMixin(TimeoutMixin):
         if self.transport.disconnecting:
             return
         self.resetTimeout()
-        super().dataReceived(data)
+        self._batched(lambda: super(OrderedReplyMixin, self).dataReceived(data))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget held-back replies; do not cancel their Deferreds.

@@ -16,7 +16,6 @@ from twisted.protocols.basic import NetstringReceiver
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
 from ._ordered import DEFAULT_IDLE_TIMEOUT_S, LiveConnections, OrderedReplyMixin
-from ._write import write_now
 
 # Longest request payload accepted.  A request is a map name and a key that
 # is a domain or next-hop (at most 255 octets, plus brackets and a port), so
@@ -86,7 +85,7 @@ class SocketmapProtocol(OrderedReplyMixin, NetstringReceiver):
                 limit=SOCKETMAP_MAX_REPLY,
             )
             payload = _REPLY_TOO_LONG
-        write_now(self.transport, b"%d:%s," % (len(payload), payload))
+        self.writeReply(b"%d:%s," % (len(payload), payload))
 
 
 class SocketmapFactory(Factory):

@@ -16,7 +16,6 @@ from twisted.protocols.basic import LineReceiver
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
 from ._ordered import DEFAULT_IDLE_TIMEOUT_S, LiveConnections, OrderedReplyMixin
-from ._write import write_now
 
 # tcp_table(5): "Replies must be no longer than 4096 characters including
 # the newline terminator."  Postfix's client drops a longer reply and retries
@@ -144,7 +143,7 @@ class TcpTableProtocol(OrderedReplyMixin, LineReceiver):
                 limit=TCP_TABLE_MAX_LINE,
             )
             reply = _REPLY_TOO_LONG
-        write_now(self.transport, reply)
+        self.writeReply(reply)
 
 
 class TcpTableFactory(Factory):
