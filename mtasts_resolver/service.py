@@ -47,7 +47,7 @@ class _Entry:
     """What is known about one domain, with its answers ready to send."""
 
     plain: Answer
-    tlsrpt: Answer
+    tlsrpt: Answer | None  # with TLSRPT attributes; made at first use (see PolicyService._tlsrpt)
     check_at: float       # after this, re-resolve in the background (answer still served)
     expires_at: float     # after this, the answers must not be served
     policy: CachedPolicy | None          # MTA-STS: usable until its own max_age
@@ -139,7 +139,19 @@ class PolicyService:
         entry = self._entries.get(domain)
         if entry is None:
             return NOT_FOUND
-        return entry.tlsrpt if map_name in self._tlsrpt_maps else entry.plain
+        return self._tlsrpt(domain, entry) if map_name in self._tlsrpt_maps else entry.plain
+
+    def _tlsrpt(self, domain: str, entry: _Entry) -> Answer:
+        """The answer with Postfix >= 3.10 TLSRPT attributes, made at first use.
+
+        Most sites never ask for it, and it is the largest object of an entry
+        (it repeats the whole policy): with 100,000 cached policies, making
+        it up front cost 40 MB.
+        """
+        if entry.tlsrpt is None:
+            answer = sts_answer(domain, entry.policy.policy, tlsrpt=True) if entry.policy is not None else NOT_FOUND
+            entry.tlsrpt = decide(entry.dane, answer)
+        return entry.tlsrpt
 
     @property
     def dane_probe(self):  # -> ValidationProbe | None
@@ -171,7 +183,7 @@ class PolicyService:
             if now < entry.expires_at:
                 if now >= entry.check_at and domain not in self._flight:
                     self._in_background(domain)
-                return entry.tlsrpt if tlsrpt else entry.plain
+                return self._tlsrpt(domain, entry) if tlsrpt else entry.plain
         d = self.resolve(domain)
         d.addCallback(self._answer_for, domain, tlsrpt)
         d.addErrback(self._internal_error, domain)
@@ -179,7 +191,7 @@ class PolicyService:
 
     def _answer_for(self, _: Resolution, domain: str, tlsrpt: bool) -> Answer:
         entry = self._entries[domain]
-        return entry.tlsrpt if tlsrpt else entry.plain
+        return self._tlsrpt(domain, entry) if tlsrpt else entry.plain
 
     def _internal_error(self, failure: Failure, domain: str) -> Answer:
         self.log.failure("resolving {domain} failed unexpectedly", failure, domain=domain)
@@ -277,7 +289,7 @@ class PolicyService:
             ttl = min(max(ttl, settings.min_ttl_s), settings.max_ttl_s)
             expires = now + ttl
             check = now + ttl * DANE_REFRESH_FRACTION
-        entry.plain, entry.tlsrpt = decide(dane, entry.plain), decide(dane, entry.tlsrpt)
+        entry.plain, entry.tlsrpt = decide(dane, entry.plain), None
         entry.check_at, entry.expires_at = min(entry.check_at, check), min(entry.expires_at, expires)
         entry.dane, entry.dane_expires_at = dane, expires
         if dane.outcome not in (DaneOutcome.TEMP, DaneOutcome.DISABLED) and (
@@ -301,11 +313,10 @@ class PolicyService:
     def _entry(self, domain: str, policy: CachedPolicy | None, now: float, *,
                check_at: float | None = None, hold_s: float = 0.0) -> _Entry:
         if policy is None:
-            return _Entry(NOT_FOUND, NOT_FOUND, now + hold_s, now + hold_s, None)
+            return _Entry(NOT_FOUND, None, now + hold_s, now + hold_s, None)
         if check_at is None:
             check_at = min(now + self._settings.txt_recheck_s, refresh_at(policy, self._settings.refresh_before_s))
-        return _Entry(sts_answer(domain, policy.policy, tlsrpt=False), sts_answer(domain, policy.policy, tlsrpt=True),
-                      check_at, policy.expires_at, policy)
+        return _Entry(sts_answer(domain, policy.policy, tlsrpt=False), None, check_at, policy.expires_at, policy)
 
     def _persist(self, policy: CachedPolicy) -> None:
         try:

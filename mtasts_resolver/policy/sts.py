@@ -7,6 +7,7 @@ Pure functions of their input; the network side lives in
 from __future__ import annotations
 
 import re
+import sys
 
 from mtasts_resolver.policy.model import (
     FailureType,
@@ -81,11 +82,15 @@ def parse_policy(body: bytes) -> StsPolicy | StsFailure:
     )
     single: dict[str, str] = {}
     mx: list[str] = []
+    # Lines other than mx repeat across domains ("mode: enforce"): one shared
+    # copy each keeps a cache of 100,000 policies some 20 MB smaller.
+    kept: list[str] = []
     for line in lines:
         match = _FIELD.fullmatch(line)
         if match is None:
             return invalid(f"malformed line {line!r}")
         name, value = match.groups()
+        kept.append(line if name == "mx" else sys.intern(line))
         if name == "mx":
             pattern = value.lower()
             if not _MX_PATTERN.fullmatch(pattern):
@@ -112,7 +117,7 @@ def parse_policy(body: bytes) -> StsPolicy | StsFailure:
         return invalid(f"max_age {max_age} over the RFC limit {MAX_AGE_LIMIT_S}")
     if mode is not Mode.NONE and not mx:
         return invalid("no mx in a policy whose mode is not none")
-    return StsPolicy(mode, tuple(mx), max_age, lines)
+    return StsPolicy(mode, tuple(mx), max_age, tuple(kept))
 
 
 def media_type_ok(content_type: str | None) -> bool:

@@ -41,6 +41,10 @@ server:
     zonefiles-write: 0
     xfrd-reload-timeout: 0
     refuse-any: no
+    # Response rate limiting is for the Internet: here every query comes from
+    # one unbound, and benchmarks' bursts must not be answered with drops.
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
 
 remote-control:
     control-enable: yes
