@@ -246,6 +246,8 @@ probe_name = "test."
             a = rig.load(ours.tcp_table_port, "tcp_table", keys_hot, connections, 1, seconds)
             rows.append((f"cached tcp_table, {connections} conns", f"{a['rps']:,.0f}/s p50 {a['p50_ms']:.3f} "
                          f"p99 {a['p99_ms']:.3f} ms", "(socketmap only)", "-", f"{limit['rps']:,.0f}/s"))
+        for port in (ours.socketmap_port, ref.port):   # cached again: "no policy" answers age out in 60 s
+            socketmap_lookups(port, nopolicy)
         throughput("mixed with parent probes", keys_mixed, 16, 1)
 
         # cold start: distinct uncached domains, 50 concurrent clients
