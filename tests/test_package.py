@@ -196,7 +196,7 @@ class ServiceRun:
 @pytest.fixture()
 def service(installed, dns_world, policy_server, pki, tmp_path):
     base = list(dns_world.parent_records)
-    dns_world.set_parent_records([*base, f'_mta-sts.pkg-sts 60 IN TXT "v=STSv1; id=pkg1"',
+    dns_world.set_parent_records([*base, '_mta-sts.pkg-sts 60 IN TXT "v=STSv1; id=pkg1"',
                                   f"mta-sts.pkg-sts 60 IN A {POLICY_IP}"])
     policy_server.set(f"mta-sts.{DOMAIN}", Route(body=POLICY))
     resolver_ip, resolver_port = dns_world.resolver()

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 
 from mtasts_resolver.config import MtaStsConfig
 from mtasts_resolver.lookup import Answer, AnswerKind
-from mtasts_resolver.policy.model import FailureType, Mode, NoStsTxt, StsFailure, StsPolicy, StsTxt
+from mtasts_resolver.policy.model import FailureType, NoStsTxt, StsFailure, StsTxt
 from mtasts_resolver.policy.sts import parse_policy
 from mtasts_resolver.service import PolicyService
 from mtasts_resolver.store.sqlite import SqliteStore

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.protocol import connectionDone
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -256,3 +257,24 @@ class OrderedReplyMixin(TimeoutMixin):
             timeout=self.timeOut,
         )
         self.transport.abortConnection()
+
+
+class MapTableFactory(Factory):
+    """Builds the connections of a listener whose protocol carries no map name.
+
+    tcp_table and readsocket requests hold only a key, so every lookup on
+    the listener uses its configured ``map_name``; ``protocol`` is set by
+    the subclass.
+    """
+
+    def __init__(self, service: LookupService, map_name: str,
+                 idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
+        self.service = service
+        self.map_name = map_name
+        self.idle_timeout_s = idle_timeout_s
+        self.live = LiveConnections()
+
+    def buildProtocol(self, addr: IAddress) -> OrderedReplyMixin:
+        proto = self.protocol(self.service, self.map_name, self.idle_timeout_s)
+        proto.factory = self
+        return proto

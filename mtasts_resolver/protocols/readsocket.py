@@ -19,15 +19,14 @@ configured with the one its lookups use.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
-from ._ordered import DEFAULT_IDLE_TIMEOUT_S, LiveConnections, OrderedReplyMixin
+from ._ordered import DEFAULT_IDLE_TIMEOUT_S, MapTableFactory, OrderedReplyMixin
 
 # Longest request line accepted.  A key is a domain (at most 255 octets,
 # RFC 1035 §2.3.4) or a next-hop form a little longer; the bound only limits
@@ -96,23 +95,7 @@ class ReadsocketProtocol(OrderedReplyMixin, LineReceiver):
         self.transport.loseConnection()
 
 
-class ReadsocketFactory(Factory):
+class ReadsocketFactory(MapTableFactory):
     """Builds :class:`ReadsocketProtocol` instances for one listener's map."""
 
     protocol = ReadsocketProtocol
-
-    def __init__(
-        self,
-        service: LookupService,
-        map_name: str,
-        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-    ) -> None:
-        self.service = service
-        self.map_name = map_name
-        self.idle_timeout_s = idle_timeout_s
-        self.live = LiveConnections()
-
-    def buildProtocol(self, addr: IAddress) -> ReadsocketProtocol:
-        proto = self.protocol(self.service, self.map_name, self.idle_timeout_s)
-        proto.factory = self
-        return proto

@@ -8,14 +8,12 @@ name it passes to the service.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
-from ._ordered import DEFAULT_IDLE_TIMEOUT_S, LiveConnections, OrderedReplyMixin
+from ._ordered import DEFAULT_IDLE_TIMEOUT_S, MapTableFactory, OrderedReplyMixin
 
 # tcp_table(5): "Replies must be no longer than 4096 characters including
 # the newline terminator."  Postfix's client drops a longer reply and retries
@@ -146,23 +144,7 @@ class TcpTableProtocol(OrderedReplyMixin, LineReceiver):
         self.writeReply(reply)
 
 
-class TcpTableFactory(Factory):
+class TcpTableFactory(MapTableFactory):
     """Builds :class:`TcpTableProtocol` instances for one listener's map."""
 
     protocol = TcpTableProtocol
-
-    def __init__(
-        self,
-        service: LookupService,
-        map_name: str,
-        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-    ) -> None:
-        self.service = service
-        self.map_name = map_name
-        self.idle_timeout_s = idle_timeout_s
-        self.live = LiveConnections()
-
-    def buildProtocol(self, addr: IAddress) -> TcpTableProtocol:
-        proto = self.protocol(self.service, self.map_name, self.idle_timeout_s)
-        proto.factory = self
-        return proto
