@@ -62,6 +62,11 @@ def event(name: str, data: str = "", cipher: str = "", dane: str = "no", report:
     (event("msg:host:defer", "a TLS session is required, but the server did not offer TLS support"),
      (PolicyType.STS, ResultType.STARTTLS_NOT_SUPPORTED)),
     (event("msg:host:defer", "Connection refused"), None),           # transient, not TLS
+    # outbound certificate failures reach Exim's event_action as host defers
+    (event("msg:host:defer", "TLS session: (SSL_connect): error:0A000086:SSL routines::certificate verify failed"),
+     (PolicyType.STS, ResultType.VALIDATION_FAILURE)),
+    (event("msg:host:defer", "TLS session: (SSL_connect): certificate has expired"),
+     (PolicyType.STS, ResultType.CERTIFICATE_EXPIRED)),
     (event("msg:delivery", cipher="TLS1.3:x:256", report="1"), None),  # our own report mail
 ])
 def test_exim_events(line, expected):

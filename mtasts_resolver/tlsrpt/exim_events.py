@@ -82,13 +82,27 @@ def event_outcomes(event: dict[str, str], now: float, policy_for: PolicyFor, sen
         result = verify_result_type(data)
     elif name == "dane:fail":
         result = _result_type(data)
-    elif name == "msg:host:defer" and any(text in data for text in NO_TLS_OFFERED):
-        result = ResultType.STARTTLS_NOT_SUPPORTED
+    elif name == "msg:host:defer" and (tls_result := _defer_result(data)) is not None:
+        result = tls_result
     else:
         return []
     detail = FailureDetail(result, sending_mta_ip=sending_mta_ip, receiving_mx_hostname=event["host"],
                            receiving_ip=event["ip"], failure_reason_code=data[:256])
     return [Outcome(now, domain, policy, (detail,))]
+
+
+def _defer_result(text: str) -> ResultType | None:
+    """The RFC 8460 result type of a deferral, None when it is not about TLS.
+
+    Exim reports an outgoing certificate failure as a host defer, not as
+    ``tls:fail:connect`` (which is for incoming connections), so both the
+    event feed and the log feed classify defers here.
+    """
+    if any(t in text for t in NO_TLS_OFFERED):
+        return ResultType.STARTTLS_NOT_SUPPORTED
+    if "TLS" in text or "certificate" in text:
+        return verify_result_type(text)
+    return None
 
 
 def _result_type(name: str) -> ResultType:
@@ -126,11 +140,8 @@ class EximLogCorrelator:
         if flag in ("=>", "->"):
             return [Outcome(now, key.domain, policy)] if _CIPHER.search(rest) else []
         text = rest[host.end():].removeprefix(":").strip()
-        if any(t in text for t in NO_TLS_OFFERED):
-            result = ResultType.STARTTLS_NOT_SUPPORTED
-        elif "TLS" in text or "certificate" in text:
-            result = verify_result_type(text)
-        else:
+        result = _defer_result(text)
+        if result is None:
             return []  # a defer that is not about TLS
         detail = FailureDetail(result, sending_mta_ip=self._sending_mta_ip, receiving_mx_hostname=host["host"],
                                receiving_ip=host["ip"], failure_reason_code=text[:256])
