@@ -77,9 +77,8 @@ def parse_policy(body: bytes) -> StsPolicy | StsFailure:
         return invalid("policy is not UTF-8")
     # Blank lines are outside the grammar but common (a trailing empty line);
     # skipping them rejects nothing that could change the policy's meaning.
-    lines = tuple(
-        line for line in (raw.removesuffix("\r") for raw in text.split("\n")) if line.strip()
-    )
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    lines = [line for line in lines if line and not line.isspace()]
     single: dict[str, str] = {}
     mx: list[str] = []
     # Lines other than mx repeat across domains ("mode: enforce"): one shared
