@@ -197,6 +197,9 @@ ca_file = "{pki.ca_file}"
 txt_recheck_s = 86400
 [dane]
 probe_name = "test."
+# The world's unbound caps TTLs at 5 s (so tests see changes at once); model
+# production TTLs instead, or every DANE result is re-resolved each minute.
+min_ttl_s = 3600
 """)
         ours.config_path.write_text(ours.config_path.read_text().replace('"debug"', '"warn"'))
         ours.start()
