@@ -188,7 +188,7 @@ def main() -> None:
         server.start()
         stack.callback(server.stop)
         resolver_ip, resolver_port = world.resolver()
-        ours = DaemonProcess(work / "ours", f"""
+        ours_body = f"""
 [dns]
 nameservers = ["{resolver_ip}"]
 port = {resolver_port}
@@ -200,7 +200,8 @@ probe_name = "test."
 # The world's unbound caps TTLs at 5 s (so tests see changes at once); model
 # production TTLs instead, or every DANE result is re-resolved each minute.
 min_ttl_s = 3600
-""")
+"""
+        ours = DaemonProcess(work / "ours", ours_body)
         ours.config_path.write_text(ours.config_path.read_text().replace('"debug"', '"warn"'))
         ours.start()
         stack.callback(ours.stop)
@@ -276,6 +277,19 @@ min_ttl_s = 3600
         ref_rss = rss_mb(ref.proc.pid)
         rows.append((f"RSS after the run ({n_hot + n_cold + 1} policies)", f"{ours_rss:.0f} MB", f"{ref_rss:.0f} MB",
                      "-", "-"))
+
+        # daemon.workers = 2 (ours only): the same cached workload on a pool sharing the sockets
+        pool = DaemonProcess(work / "pool", ours_body)
+        pool.config_path.write_text(pool.config_path.read_text().replace('log_level = "debug"',
+                                                                         'log_level = "warn"\nworkers = 2'))
+        pool.start()
+        stack.callback(pool.stop)
+        concurrent_clients(pool.socketmap_port, [hot] * 6)   # connections spread over both workers: warm each
+        for connections in (16, 64):
+            for workers, port in ((1, ours.socketmap_port), (2, pool.socketmap_port)):
+                r = rig.load(port, "socketmap", keys_hot, connections, 1, seconds)
+                rows.append((f"cached socketmap, {connections} conns, {workers} worker{'s' if workers > 1 else ''}",
+                             f"{r['rps']:,.0f}/s p50 {r['p50_ms']:.3f} p99 {r['p99_ms']:.3f} ms", "-", "-", "-"))
 
     with tempfile.TemporaryDirectory() as tmp:
         ready_s, rss = footprint(Path(tmp), policies_on_disk)

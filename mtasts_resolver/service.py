@@ -113,6 +113,7 @@ class PolicyService:
         """Fill memory from the persistent cache; returns how many policies are usable."""
         now = self._clock.seconds()
         loaded = 0
+        expired: list[str] = []  # deleted after the read: not while its cursor is open
         for cached in self._store.load_policies():
             if cached.usable(now):
                 # Check the TXT id at the first lookup: it may have changed while we were down.
@@ -123,7 +124,9 @@ class PolicyService:
                 self._entries[cached.domain] = entry
                 loaded += 1
             else:
-                self._store.delete_policy(cached.domain)
+                expired.append(cached.domain)
+        for domain in expired:
+            self._store.delete_policy(domain)
         return loaded
 
     @property
