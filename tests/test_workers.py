@@ -66,3 +66,17 @@ def test_a_dead_worker_stops_the_pool_for_systemd_to_restart(pool):
     os.kill(workers_of(pool.proc.pid)[0], signal.SIGKILL)
     assert pool.proc.wait(timeout=15) == 1
     assert "a worker exited" in pool.log_tail()
+
+
+def test_a_pool_starts_on_an_empty_state_directory(tmp_path):
+    """The workers create the cache together: only one may apply each schema step."""
+    proc = DaemonProcess(tmp_path, '[dns]\nnameservers = ["127.0.0.1"]\nport = 9\ntimeout_s = 0.5\n')
+    proc.config_path.write_text(proc.config_path.read_text().replace('log_level = "debug"',
+                                                                     'log_level = "debug"\nworkers = 4'))
+    proc.start()
+    try:
+        assert len(workers_of(proc.proc.pid)) == 4
+        assert proc.postmap(".example.com") == (1, "")
+    finally:
+        proc.stop()
+    assert "database is locked" not in proc.log_tail(200)

@@ -34,17 +34,25 @@ class SqliteStore(TlsrptTables):
             raise StoreError(f"cannot open policy cache {path}: {exc}") from exc
 
     def _migrate(self) -> None:
-        """Create or upgrade the schema stepwise, each step in one transaction."""
-        with self._db:
-            self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = self._db.execute("SELECT version FROM schema_version").fetchone()
-        current = row[0] if row else 0
-        if current > SCHEMA_VERSION:
-            raise StoreError(f"cache schema version {current} is newer than this program ({SCHEMA_VERSION})")
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            script = resources.files("mtasts_resolver.store").joinpath(f"schema/sqlite-{version}.sql").read_text()
+        """Create or upgrade the schema stepwise, each step in one transaction.
+
+        The version is read inside each step's write transaction: processes
+        of a worker pool open the store at the same moment, and only the
+        first may apply a step.
+        """
+        self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        while True:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                row = self._db.execute("SELECT version FROM schema_version").fetchone()
+                current = row[0] if row else 0
+                if current > SCHEMA_VERSION:
+                    raise StoreError(f"cache schema version {current} is newer than this program ({SCHEMA_VERSION})")
+                if current == SCHEMA_VERSION:
+                    self._db.execute("COMMIT")
+                    return
+                version = current + 1
+                script = resources.files("mtasts_resolver.store").joinpath(f"schema/sqlite-{version}.sql").read_text()
                 for statement in script.split(";"):
                     if statement.strip():
                         self._db.execute(statement)

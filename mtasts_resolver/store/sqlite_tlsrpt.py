@@ -18,10 +18,12 @@ BUSY_TIMEOUT_MS = 5000
 
 
 def connect(path: Path | str, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    # The busy timeout first: switching to WAL takes a lock that another
+    # process (a worker starting at the same moment) may hold.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread,
+                         timeout=BUSY_TIMEOUT_MS / 1000)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return db
 
 
