@@ -7,8 +7,10 @@ power loss, which is the point of a persistent MTA-STS cache.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -21,15 +23,32 @@ LOAD_CHUNK_ROWS = 1000
 SCHEMA_VERSION = 2
 
 
+@contextmanager
+def _opening_lock(path: Path) -> Iterator[None]:
+    """One process at a time switches a new file to WAL and applies schema steps.
+
+    The workers of a pool open the store at the same moment; SQLite answers
+    "database is locked" at once, without waiting, when two connections
+    would deadlock changing the journal mode of a fresh file.
+    """
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 class SqliteStore(TlsrptTables):
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         self.path = path
         try:
-            if str(path) != ":memory:":
+            if str(path) == ":memory:":
+                self._db = connect(path)
+                self._migrate()
+            else:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = connect(path)
-            self._migrate()
+                with _opening_lock(path):
+                    self._db = connect(path)
+                    self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open policy cache {path}: {exc}") from exc
 
