@@ -267,6 +267,8 @@ class MapTableFactory(Factory):
     the subclass.
     """
 
+    noisy = False  # the listener logs where it listens; "Starting factory" says nothing more
+
     def __init__(self, service: LookupService, map_name: str,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
         self.service = service

@@ -92,6 +92,7 @@ class SocketmapFactory(Factory):
     """Builds :class:`SocketmapProtocol` instances sharing one service."""
 
     protocol = SocketmapProtocol
+    noisy = False  # the listener logs where it listens; "Starting factory" says nothing more
 
     def __init__(
         self,
