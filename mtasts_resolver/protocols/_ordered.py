@@ -117,6 +117,18 @@ class OrderedReplyMixin(TimeoutMixin):
         """Encode one reply and pass it to :meth:`writeReply`; protocols implement this."""
         raise NotImplementedError
 
+    def withinLimit(self, reply: bytes, limit: int, too_long: bytes, kind: AnswerKind) -> bytes:
+        """``reply``, or ``too_long`` (logged) when it exceeds the protocol's reply limit.
+
+        An over-long reply would be cut or refused by Postfix, which then
+        retries; a short error reply makes the problem visible at once.
+        """
+        if len(reply) <= limit:
+            return reply
+        self.log.warn("{kind} reply of {length} bytes exceeds the protocol limit of {limit}; replying {instead!r}",
+                      kind=kind.value, length=len(reply), limit=limit, instead=too_long)
+        return too_long
+
     def writeReply(self, data: bytes) -> None:
         """Queue an encoded reply for the current batch, or send it now if there is none.
 

@@ -76,15 +76,7 @@ class SocketmapProtocol(OrderedReplyMixin, NetstringReceiver):
             payload = b"NOTFOUND "
         else:
             payload = f"{answer.kind.value} {answer.text}".encode()
-        if len(payload) > SOCKETMAP_MAX_REPLY:
-            self.log.warn(
-                "{kind} reply of {length} bytes exceeds the socketmap limit"
-                " of {limit}; replying PERM",
-                kind=answer.kind.value,
-                length=len(payload),
-                limit=SOCKETMAP_MAX_REPLY,
-            )
-            payload = _REPLY_TOO_LONG
+        payload = self.withinLimit(payload, SOCKETMAP_MAX_REPLY, _REPLY_TOO_LONG, answer.kind)
         self.writeReply(b"%d:%s," % (len(payload), payload))
 
 

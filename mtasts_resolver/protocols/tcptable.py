@@ -132,15 +132,7 @@ class TcpTableProtocol(OrderedReplyMixin, LineReceiver):
 
     def sendAnswer(self, answer: Answer) -> None:
         reply = b"%s %s\n" % (_STATUS[answer.kind], encode_tcp(answer.text))
-        if len(reply) > TCP_TABLE_MAX_LINE:
-            self.log.warn(
-                "{kind} reply of {length} bytes exceeds the tcp_table limit"
-                " of {limit}; replying 400",
-                kind=answer.kind.value,
-                length=len(reply),
-                limit=TCP_TABLE_MAX_LINE,
-            )
-            reply = _REPLY_TOO_LONG
+        reply = self.withinLimit(reply, TCP_TABLE_MAX_LINE, _REPLY_TOO_LONG, answer.kind)
         self.writeReply(reply)
 
 
