@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from mtasts_resolver.config import Config, ListenConfig
 from mtasts_resolver.dane_resolver import DaneResolver
-from mtasts_resolver.dns import DnsClient
+from mtasts_resolver.dns import ConfiguredResolver, DnsClient
 from mtasts_resolver.dnssec_probe import ValidationProbe
 from mtasts_resolver.fetch import PolicyFetcher, trust_root
 from mtasts_resolver.logs import set_level
@@ -48,9 +48,14 @@ log = Logger()
 
 def build_policy_service(config: Config, reactor, store: PolicyStore,
                          on_resolution: Callable[[Resolution], None] | None = None) -> PolicyService:
-    """The lookup service with its resolvers, shared by the daemon and the query tool."""
+    """The lookup service with its resolvers, shared by the daemon and the query tool.
+
+    Twisted's own host-name lookups (the policy fetch) are pointed at the
+    configured resolver too, so nothing resolves through the system's.
+    """
     dns = DnsClient(config.dns.nameservers, config.dns.port, config.dns.timeout_s)
-    fetcher = PolicyFetcher(reactor, dns, trust_root(config.mta_sts.ca_file),
+    reactor.installNameResolver(ConfiguredResolver(dns))
+    fetcher = PolicyFetcher(reactor, trust_root(config.mta_sts.ca_file),
                             config.mta_sts.http_timeout_s, config.mta_sts.max_policy_bytes)
     dane = None
     if config.dane.enabled:

@@ -25,7 +25,10 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 import dns.ttl
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
+from zope.interface import implementer
 
 EDNS_PAYLOAD_BYTES = 1232  # DNS flag day 2020: avoids IP fragmentation
 
@@ -181,3 +184,40 @@ def _from_chain(response: dns.message.Message, records: tuple[Any, ...], secure:
 
 def _deferred(coro: Coroutine[Any, Any, Any]) -> Deferred:
     return Deferred.fromFuture(asyncio.ensure_future(coro))
+
+
+@implementer(IHostnameResolver)
+class ConfiguredResolver:
+    """Twisted's name-resolver interface on a :class:`DnsClient`.
+
+    Installed on the reactor (``reactor.installNameResolver``), it makes
+    Twisted's own connections by host name (the policy fetch, report
+    uploads) resolve through the configured resolver like every other lookup.
+    """
+
+    def __init__(self, dns: DnsClient) -> None:
+        self._dns = dns
+
+    def resolveHostName(self, receiver: IResolutionReceiver, hostName: str, portNumber: int = 0,
+                        addressTypes=None, transportSemantics: str = "TCP") -> IHostResolution:
+        resolution = _Resolution(hostName)
+        receiver.resolutionBegan(resolution)
+
+        def found(addresses: list[str]) -> None:
+            for address in addresses:
+                kind = IPv6Address if ":" in address else IPv4Address
+                receiver.addressResolved(kind("TCP", address, portNumber))
+
+        d = Deferred.fromCoroutine(self._dns.addresses(hostName))
+        d.addCallbacks(found, lambda failure: failure.trap(DnsFailure))
+        d.addBoth(lambda _: receiver.resolutionComplete())
+        return resolution
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        """Resolutions are short (DnsClient has its own timeout): nothing to cancel."""

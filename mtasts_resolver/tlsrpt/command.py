@@ -6,11 +6,11 @@ import datetime
 import sys
 
 from mtasts_resolver.config import Config
-from mtasts_resolver.dns import DnsClient
+from mtasts_resolver.dns import ConfiguredResolver, DnsClient
 from mtasts_resolver.fetch import trust_root
 from mtasts_resolver.logs import start_logging
 from mtasts_resolver.store import StoreError, open_store
-from mtasts_resolver.tlsrpt.deliver import ConfiguredResolver, HttpsPoster, MailSubmitter
+from mtasts_resolver.tlsrpt.deliver import HttpsPoster, MailSubmitter
 from mtasts_resolver.tlsrpt.dkim import DkimKey
 from mtasts_resolver.tlsrpt.reporter import Deliverers, Reporter, ReporterError, RunLock, check_settings, status_text
 

@@ -17,9 +17,6 @@ import subprocess
 from collections.abc import Sequence
 
 from twisted.internet import ssl
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -30,8 +27,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from mtasts_resolver.config import parse_host_port
-from mtasts_resolver.dns import DnsClient, DnsFailure
-from mtasts_resolver.fetch import _tls_errors
+from mtasts_resolver.fetch import tls_errors
 from mtasts_resolver.tlsrpt.report import REPORT_MEDIA_TYPE
 
 HTTPS_SUCCESS_CODES = (200, 201)   # RFC 8460 §5.4
@@ -71,38 +67,6 @@ class MailSubmitter:
         return f"submitted to {argv[0]}"
 
 
-@implementer(IHostnameResolver)
-class ConfiguredResolver:
-    """Twisted's name-resolver interface on our DnsClient (reactor.installNameResolver)."""
-
-    def __init__(self, dns: DnsClient) -> None:
-        self._dns = dns
-
-    def resolveHostName(self, receiver: IResolutionReceiver, hostName: str, portNumber: int = 0,
-                        addressTypes=None, transportSemantics: str = "TCP") -> IHostResolution:
-        resolution = _Resolution(hostName)
-        receiver.resolutionBegan(resolution)
-
-        def found(addresses: list[str]) -> None:
-            for address in addresses:
-                kind = IPv6Address if ":" in address else IPv4Address
-                receiver.addressResolved(kind("TCP", address, portNumber))
-
-        d = Deferred.fromCoroutine(self._dns.addresses(hostName))
-        d.addCallbacks(found, lambda failure: failure.trap(DnsFailure))
-        d.addBoth(lambda _: receiver.resolutionComplete())
-        return resolution
-
-
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        """Resolutions are short (DnsClient has its own timeout): nothing to cancel."""
-
-
 @implementer(IPolicyForHTTPS)
 class _Unverified:
     """TLS without certificate checks: only for RFC 8460 §3's tolerated https submissions."""
@@ -138,7 +102,7 @@ class HttpsPoster:
             response = await d
             text = await readBody(response).addTimeout(self._timeout_s, self._reactor)
         except Exception as exc:  # connection, TLS, timeout: all mean "try again later"
-            errors = _tls_errors(Failure(exc))
+            errors = tls_errors(Failure(exc))
             if errors:
                 raise DeliveryFailed(f"POST {url}: certificate not valid: {errors[0]}") from _CertificateProblem(
                     str(errors[0]))
