@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from dataclasses import dataclass, field
-
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import sdnotify
 from twisted.application.internet import TimerService
@@ -33,8 +32,8 @@ from mtasts_resolver.logs import set_level
 from mtasts_resolver.protocols import LiveConnections
 from mtasts_resolver.protocols.readsocket import ReadsocketFactory
 from mtasts_resolver.protocols.socketmap import SocketmapFactory
-from mtasts_resolver.reload import plan_reload
 from mtasts_resolver.protocols.tcptable import TcpTableFactory
+from mtasts_resolver.reload import plan_reload
 from mtasts_resolver.service import PolicyService, Resolution
 from mtasts_resolver.store import PolicyStore, open_store
 from mtasts_resolver.sts_resolver import StsResolver
@@ -77,8 +76,7 @@ class ListenerService(Service):
         self._reactor = reactor
         self._endpoint = endpoint
         self._factory = factory
-        self._live = LiveConnections()
-        factory.live = self._live
+        self._live: LiveConnections = factory.live   # every table factory counts its connections
         self.listen = listen
         self._drain_timeout_s = drain_timeout_s
         self._port: IListeningPort | None = None
@@ -154,8 +152,6 @@ class Daemon:
     reactor: object
     listeners: list[ListenerService] = field(default_factory=list)
 
-    probe: ValidationProbe | None = None
-
     def ready(self) -> Deferred:
         return gatherResults([listener.ready for listener in self.listeners], consumeErrors=True)
 
@@ -222,7 +218,6 @@ def make_service(config: Config, reactor) -> Daemon:
         prober = TimerService(config.dane.probe_interval_s, policy.dane_probe.check)
         prober.clock = reactor
         prober.setServiceParent(root)
-        daemon.probe = policy.dane_probe
     inherited = inherited_fds()   # set in the workers of a pool: the parent bound the listeners
     for index, listen in enumerate(config.listen):
         daemon.add_listener(listen, inherited[index] if inherited is not None else None)
@@ -245,8 +240,9 @@ class Supervisor:
 
     def ready(self) -> None:
         self._notifier.notify(f"READY=1\nSTATUS={self._status()}")
-        if self._daemon.probe is not None:  # DANE switched off or back on: show it at once
-            self._daemon.probe.subscribe(lambda _: self._notifier.notify(f"STATUS={self._status()}"))
+        probe = self._daemon.policy.dane_probe
+        if probe is not None:  # DANE switched off or back on: show it at once
+            probe.subscribe(lambda _: self._notifier.notify(f"STATUS={self._status()}"))
         interval_s = _watchdog_interval_s(os.environ)
         if interval_s:
             self._watchdog = TimerService(interval_s, self._ping)

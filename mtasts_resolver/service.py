@@ -271,7 +271,7 @@ class PolicyService:
         settings = self._dane_settings
         previous = current.dane if current is not None else None
         if dane.outcome is DaneOutcome.DISABLED:
-            probe = self._dane.probe if self._dane is not None else None
+            probe = self.dane_probe
             # Re-enabled while this resolution ran: resolve again at the next lookup.
             check = expires = now if probe is not None and probe.validating else math.inf
         elif dane.outcome is DaneOutcome.TEMP:
@@ -292,7 +292,7 @@ class PolicyService:
             ttl = min(max(ttl, settings.min_ttl_s), settings.max_ttl_s)
             expires = now + ttl
             check = now + ttl * DANE_REFRESH_FRACTION
-        entry.plain, entry.tlsrpt = decide(dane, entry.plain), None
+        entry.plain = decide(dane, entry.plain)   # (the TLSRPT answer is made from entry.dane at first use)
         entry.check_at, entry.expires_at = min(entry.check_at, check), min(entry.expires_at, expires)
         entry.dane, entry.dane_expires_at = dane, expires
         if dane.outcome not in (DaneOutcome.TEMP, DaneOutcome.DISABLED) and (
