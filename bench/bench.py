@@ -31,7 +31,7 @@ os.environ.setdefault("TEST_WORLD_ID", "9")
 from mtasts_resolver.policy.model import CachedPolicy  # noqa: E402
 from mtasts_resolver.policy.sts import parse_policy  # noqa: E402
 from mtasts_resolver.store.sqlite import SqliteStore  # noqa: E402
-from tests.daemon_proc import DaemonProcess, free_port  # noqa: E402
+from tests.world.daemon import DaemonProcess, free_port  # noqa: E402
 from tests.world import DnsWorld, PolicyServer, Route, TestPKI  # noqa: E402
 from tests.world.fixtures import WORLD_ID  # noqa: E402
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import dns.message  # noqa: E402
 
-from tests.daemon_proc import DaemonProcess  # noqa: E402
+from tests.world.daemon import DaemonProcess  # noqa: E402
 from tests.world import DnsWorld, PolicyServer, Route, TestPKI, Zone  # noqa: E402
 
 

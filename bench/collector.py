@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.daemon_proc import DaemonProcess  # noqa: E402
-from tests.tlsrpt_env import libtlsrpt  # noqa: E402
-from tests.tlsrpt_env.world import SYSTEMD_MAX_DGRAM_QLEN, in_own_netns, spooled_sessions, wait_until  # noqa: E402
+from tests.world.daemon import DaemonProcess  # noqa: E402
+from tests.world import libtlsrpt  # noqa: E402
+from tests.world.tlsrpt import SYSTEMD_MAX_DGRAM_QLEN, in_own_netns, spooled_sessions, wait_until  # noqa: E402
 
 PACE_CHUNK_S = 0.002  # the sender tops up to the target count every 2 ms
 

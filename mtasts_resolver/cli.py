@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration OK ({args.config or _config_path(None) or 'embedded defaults'})")
         return 0
     if args.command not in ("query", "report") and config.daemon.workers > 1:
-        from mtasts_resolver.workers import WorkerPool, inherited_fds
+        from mtasts_resolver.app.workers import WorkerPool, inherited_fds
 
         if inherited_fds() is None:  # the parent: start the workers, which run the lines below
             return WorkerPool(config, [sys.executable, "-m", "mtasts_resolver", *sys.argv[1:]]).run()
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "query":
         return task.react(_query, (config, args.domain, args.map))
     if args.command == "report":
-        from mtasts_resolver.tlsrpt.command import report_command
+        from mtasts_resolver.app.report import report_command
 
         return task.react(report_command, (config, args.status, tuple(args.day)))
     return task.react(_run, (config, _config_path(args.config)))
@@ -78,8 +78,8 @@ async def _run(reactor, config: Config, config_path: str | None) -> int:
     from twisted.internet.defer import Deferred
     from twisted.logger import Logger
 
-    from mtasts_resolver.daemon import Supervisor, make_service
-    from mtasts_resolver.logs import start_logging
+    from mtasts_resolver.app.daemon import Supervisor, make_service
+    from mtasts_resolver.app.logs import start_logging
     from mtasts_resolver.store import StoreError
 
     start_logging(config.daemon.log_level)
@@ -128,9 +128,9 @@ async def _run(reactor, config: Config, config_path: str | None) -> int:
 
 
 async def _query(reactor, config: Config, domain: str, map_name: str) -> int:
-    from mtasts_resolver.daemon import build_policy_service
-    from mtasts_resolver.explain import explain
-    from mtasts_resolver.keys import KeyKind, parse_key
+    from mtasts_resolver.app.daemon import build_policy_service
+    from mtasts_resolver.app.explain import explain
+    from mtasts_resolver.policy.keys import KeyKind, parse_key
     from mtasts_resolver.store import StoreError, open_store
 
     key = parse_key(domain)

@@ -24,8 +24,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mtasts_resolver.config import DaneConfig, MtaStsConfig
-from mtasts_resolver.dane_resolver import DaneResolver
-from mtasts_resolver.keys import KeyKind, parse_key
+from mtasts_resolver.net.dane_resolver import DaneResolver
+from mtasts_resolver.policy.keys import KeyKind, parse_key
 from mtasts_resolver.lookup import NOT_FOUND, Answer, AnswerKind
 from mtasts_resolver.policy.answer import sts_answer
 from mtasts_resolver.policy.dane import DaneOutcome, DaneResult
@@ -34,7 +34,7 @@ from mtasts_resolver.policy.model import CachedPolicy, NoStsTxt, StsFailure, Sts
 from mtasts_resolver.policy.refresh import Plan, plan, refresh_at, settle
 from mtasts_resolver.singleflight import SingleFlight
 from mtasts_resolver.store import PolicyStore, StoreError
-from mtasts_resolver.sts_resolver import StsResolver
+from mtasts_resolver.net.sts_resolver import StsResolver
 
 INTERNAL_ERROR = Answer(AnswerKind.TEMP, "internal error, see the mtasts-resolver log")
 

@@ -1,7 +1,7 @@
 """DANE for SMTP (RFC 7672) as pure rules: which TLSA records are usable, what each MX host
 and the whole domain amount to.
 
-The DNS walk (``mtasts_resolver.dane_resolver``) feeds these functions the
+The DNS walk (``mtasts_resolver.net.dane_resolver``) feeds these functions the
 answers of a validating resolver; nothing here does I/O, so every rule is
 tested with a table of made-up answers.
 

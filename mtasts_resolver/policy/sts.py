@@ -1,7 +1,7 @@
 """RFC 8461 parsing and matching: TXT records, policy files, MX patterns.
 
 Pure functions of their input; the network side lives in
-``mtasts_resolver.sts_resolver``.
+``mtasts_resolver.net.sts_resolver``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""HTTPS retrieval of ``https://mta-sts.DOMAIN/.well-known/mta-sts.txt`` (RFC 8461 §3.3).
+
+Twisted's ``Agent`` speaks HTTP; this module supplies what RFC 8461 adds.
+The host name resolves through the configured DNS resolver (the daemon
+installs :class:`~mtasts_resolver.net.dns.ConfiguredResolver` on the reactor),
+the certificate is checked against the WebPKI for exactly ``mta-sts.DOMAIN``
+(``BrowserLikePolicyForHTTPS``: Twisted TLS + service_identity), redirects
+are not followed (a plain ``Agent`` never follows them), only ``200`` with
+``text/plain`` is accepted, the body is capped and the whole exchange has
+one deadline.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.error import ConnectingCancelledError, DNSLookupError
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
+
+from mtasts_resolver.policy.model import FailureType, StsFailure
+from mtasts_resolver.policy.sts import media_type_ok
+
+POLICY_PATH = "/.well-known/mta-sts.txt"  # RFC 8461 §3.3
+
+
+def trust_root(ca_file: str) -> ssl.IOpenSSLTrustRoot:
+    """The system's trust store, or every certificate of a PEM bundle."""
+    if not ca_file:
+        return ssl.platformTrust()
+    with open(ca_file, "rb") as handle:
+        pem = handle.read()
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [block + marker for block in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+    if not blocks:
+        raise ValueError(f"no certificate in {ca_file}")
+    return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(block) for block in blocks])
+
+
+class _FetchFailed(Exception):
+    def __init__(self, failure: StsFailure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+class _CappedBody(Protocol):
+    """Collects a response body, giving up as soon as it exceeds ``limit`` bytes."""
+
+    def __init__(self, limit: int, done: Deferred) -> None:
+        self._limit, self._done, self._chunks, self._size = limit, done, [], 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._done.called:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            self.transport.stopProducing()
+            self._done.errback(_FetchFailed(
+                StsFailure(FailureType.FETCH_ERROR, f"policy larger than {self._limit} bytes")))
+            return
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._chunks))
+        else:
+            self._done.errback(_FetchFailed(
+                StsFailure(FailureType.FETCH_ERROR, f"body cut short: {reason.getErrorMessage()}")))
+
+
+class PolicyFetcher:
+    """Fetches and size-checks one domain's policy file; parsing is the caller's."""
+
+    def __init__(self, reactor: IReactorTime, trust: ssl.IOpenSSLTrustRoot, timeout_s: float, max_bytes: int) -> None:
+        self._reactor = reactor
+        self._timeout_s = timeout_s
+        self._max_bytes = max_bytes
+        self._agent = Agent(reactor, BrowserLikePolicyForHTTPS(trust), connectTimeout=timeout_s)
+
+    def fetch(self, domain: str) -> Deferred[bytes | StsFailure]:
+        """The policy body, or the typed reason it could not be had. Never fails."""
+        url = f"https://mta-sts.{domain}{POLICY_PATH}"
+        d = Deferred.fromCoroutine(self._fetch(url))
+        d.addTimeout(self._timeout_s, self._reactor)
+        d.addErrback(self._classify, url)
+        return d
+
+    async def _fetch(self, url: str) -> bytes:
+        response: IResponse = await self._agent.request(b"GET", url.encode("ascii"))
+        if response.code != 200:
+            kind = "redirect (not followed)" if 300 <= response.code < 400 else "status"
+            response.deliverBody(_Discard())
+            raise _FetchFailed(StsFailure(FailureType.FETCH_ERROR, f"HTTP {response.code} {kind}"))
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1")
+        if not media_type_ok(content_type):
+            response.deliverBody(_Discard())
+            raise _FetchFailed(StsFailure(FailureType.INVALID, f"content type {content_type or 'missing'!r}"))
+        if response.length is not None and response.length > self._max_bytes:
+            response.deliverBody(_Discard())
+            raise _FetchFailed(StsFailure(FailureType.FETCH_ERROR, f"policy larger than {self._max_bytes} bytes"))
+        body: Deferred[bytes] = Deferred()
+        response.deliverBody(_CappedBody(self._max_bytes, body))
+        return await body
+
+    def _classify(self, failure: Failure, url: str) -> StsFailure:
+        if failure.check(_FetchFailed):
+            return failure.value.failure
+        if failure.check(DeferredTimeout):
+            return StsFailure(FailureType.FETCH_ERROR, f"{url}: no complete answer within {self._timeout_s:g} s")
+        if errors := tls_errors(failure):
+            return StsFailure(FailureType.WEBPKI_INVALID, f"{url}: certificate not valid: {errors[0]}")
+        if failure.check(DNSLookupError):
+            return StsFailure(FailureType.FETCH_ERROR, f"{url}: the policy host has no address")
+        if failure.check(ConnectingCancelledError):
+            return StsFailure(FailureType.FETCH_ERROR, f"{url}: connection timed out")
+        return StsFailure(FailureType.FETCH_ERROR, f"{url}: {failure.getErrorMessage() or failure.type.__name__}")
+
+
+class _Discard(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.stopProducing()
+
+
+def tls_errors(failure: Failure) -> list[BaseException]:
+    """The TLS errors inside a failure, unwrapping Agent's ResponseFailed/RequestNotSent lists."""
+    found: list[BaseException] = []
+    pending: list[BaseException] = [failure.value]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, SSL.Error) or type(exc).__name__ in ("VerificationError", "CertificateError"):
+            found.append(exc)
+        for inner in getattr(exc, "reasons", []) or []:
+            pending.append(inner.value if isinstance(inner, Failure) else inner)
+    return found

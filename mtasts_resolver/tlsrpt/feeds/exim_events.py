@@ -1,0 +1,189 @@
+"""Exim's TLS outcomes: ``event_action`` messages sent over readsocket, or the main log.
+
+Event message (one line, fields in this order; every value but ``data``
+is free of spaces, ``data`` runs to the end of the line)::
+
+    tlsrpt-v1 event=$event_name domain=$domain host=$host ip=$host_address
+      cipher=$tls_out_cipher cv=$tls_out_certificate_verified dane=$tls_out_dane
+      report=<1 for the reporter's own mail, else 0> data=$event_data
+
+Events used: ``msg:delivery`` with a cipher (a TLS session: success),
+``tls:fail:connect`` (a failed handshake or certificate check),
+``dane:fail`` (``data`` is the RFC 8460 result type Exim names) and
+``msg:host:defer`` when the defer says the server offered no TLS.  The
+daemon answers ``OK`` per line.
+
+Main log lines (``log_selector = +tls_certificate_verified``)::
+
+    1rAbCd-000123-AB <= a@b.test H=... id=<msgid>
+    1rAbCd-000123-AB => u@a.test R=dnslookup T=remote_smtp H=mx.a.test [192.0.2.1] X=TLS1.3:...:256 CV=yes ...
+    1rAbCd-000123-AB == u@a.test R=dnslookup T=remote_smtp defer (-37) H=mx.a.test [192.0.2.1]: TLS session: ...
+
+Mail whose Message-ID carries the report marker is never counted.  Pure
+parsing here; the socket is :class:`EximEventProtocol`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
+
+from mtasts_resolver.policy.keys import KeyKind, parse_key
+from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType
+from mtasts_resolver.tlsrpt.feeds.postfix_log import REPORT_MESSAGE_ID_MARKER, verify_result_type
+from mtasts_resolver.tlsrpt.spool import OutcomeSpool
+
+EVENT_VERSION = "tlsrpt-v1"
+EVENT_FIELDS = ("event", "domain", "host", "ip", "cipher", "cv", "dane", "report")
+MAX_EVENT_LINE_BYTES = 4096
+NO_TLS_OFFERED = ("did not offer TLS", "TLS session is required")
+
+PolicyFor = Callable[[str], ReportPolicy]
+
+_LOG = re.compile(r"(?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (?P<flag><=|=>|->|==) "
+                  r"(?P<addr>\S+) (?P<rest>.*)$")
+_HOST = re.compile(r" H=(?P<host>\S+) \[(?P<ip>[^\]]+)\]")
+_CIPHER = re.compile(r" X=(?P<cipher>\S+)")
+_CV = re.compile(r" CV=(?P<cv>\w+)")
+_MSGID = re.compile(r" id=(?P<id>\S+)")
+
+
+class EventError(ValueError):
+    """Not an event line in the documented format."""
+
+
+def parse_event(line: str) -> dict[str, str]:
+    head, sep, data = line.partition(" data=")
+    words = head.split(" ")
+    if words[0] != EVENT_VERSION or not sep:
+        raise EventError(f"expected '{EVENT_VERSION} ... data=...'")
+    fields = dict(word.partition("=")[::2] for word in words[1:])
+    if tuple(fields) != EVENT_FIELDS:
+        raise EventError(f"expected the fields {', '.join(EVENT_FIELDS)}, data in this order")
+    return {**fields, "data": data}
+
+
+def event_outcomes(event: dict[str, str], now: float, policy_for: PolicyFor, sending_mta_ip: str = "") -> list[Outcome]:
+    key = parse_key(event["domain"])
+    if event["report"] == "1" or key.kind is not KeyKind.DOMAIN:
+        return []
+    name, data, domain = event["event"], event["data"], key.domain
+    dane = event["dane"] == "yes"
+    policy = ReportPolicy(PolicyType.TLSA, domain) if dane or name == "dane:fail" else policy_for(domain)
+    if name == "msg:delivery":
+        return [Outcome(now, domain, policy)] if event["cipher"] else []
+    if name == "tls:fail:connect":
+        result = verify_result_type(data)
+    elif name == "dane:fail":
+        result = _result_type(data)
+    elif name == "msg:host:defer" and (tls_result := _defer_result(data)) is not None:
+        result = tls_result
+    else:
+        return []
+    detail = FailureDetail(result, sending_mta_ip=sending_mta_ip, receiving_mx_hostname=event["host"],
+                           receiving_ip=event["ip"], failure_reason_code=data[:256])
+    return [Outcome(now, domain, policy, (detail,))]
+
+
+def _defer_result(text: str) -> ResultType | None:
+    """The RFC 8460 result type of a deferral, None when it is not about TLS.
+
+    Exim reports an outgoing certificate failure as a host defer, not as
+    ``tls:fail:connect`` (which is for incoming connections), so both the
+    event feed and the log feed classify defers here.
+    """
+    if any(t in text for t in NO_TLS_OFFERED):
+        return ResultType.STARTTLS_NOT_SUPPORTED
+    if "TLS" in text or "certificate" in text:
+        return verify_result_type(text)
+    return None
+
+
+def _result_type(name: str) -> ResultType:
+    try:
+        return ResultType(name.strip())
+    except ValueError:
+        return ResultType.VALIDATION_FAILURE
+
+
+class EximLogCorrelator:
+    """Exim main log lines to outcomes (one per delivery or TLS-related defer)."""
+
+    def __init__(self, policy_for: PolicyFor, sending_mta_ip: str = "") -> None:
+        self._policy_for = policy_for
+        self._sending_mta_ip = sending_mta_ip
+        self._report_mail: set[str] = set()
+
+    def feed(self, line: str, now: float) -> list[Outcome]:
+        found = _LOG.search(line)
+        if found is None:
+            return []
+        message_id, flag, rest = found["id"], found["flag"], " " + found["rest"]
+        if flag == "<=":
+            msgid = _MSGID.search(rest)
+            if msgid and REPORT_MESSAGE_ID_MARKER in msgid["id"]:
+                self._report_mail.add(message_id)
+            return []
+        host = _HOST.search(rest)
+        key = parse_key(found["addr"].strip("<>").rpartition("@")[2])
+        if message_id in self._report_mail or host is None or key.kind is not KeyKind.DOMAIN:
+            return []
+        cv = _CV.search(rest)
+        policy = (ReportPolicy(PolicyType.TLSA, key.domain) if cv and cv["cv"] == "dane"
+                  else self._policy_for(key.domain))
+        if flag in ("=>", "->"):
+            return [Outcome(now, key.domain, policy)] if _CIPHER.search(rest) else []
+        text = rest[host.end():].removeprefix(":").strip()
+        result = _defer_result(text)
+        if result is None:
+            return []  # a defer that is not about TLS
+        detail = FailureDetail(result, sending_mta_ip=self._sending_mta_ip, receiving_mx_hostname=host["host"],
+                               receiving_ip=host["ip"], failure_reason_code=text[:256])
+        return [Outcome(now, key.domain, policy, (detail,))]
+
+
+@implementer(IHalfCloseableProtocol)
+class EximEventProtocol(LineOnlyReceiver):
+    """One event per line, ``OK`` or ``ERR reason`` back; Exim's readsocket half-closes after sending."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_EVENT_LINE_BYTES
+    log = Logger()
+
+    def __init__(self, spool: OutcomeSpool, policy_for: PolicyFor, sending_mta_ip: str, clock) -> None:
+        self._spool, self._policy_for, self._sending_mta_ip, self._clock = spool, policy_for, sending_mta_ip, clock
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            event = parse_event(line.decode("utf-8", "replace").rstrip("\r"))
+        except EventError as exc:
+            self.log.warn("ignoring an Exim event line: {error}", error=exc)
+            self.sendLine(f"ERR {exc}".encode())
+            return
+        self._spool.add(event_outcomes(event, self._clock.seconds(), self._policy_for, self._sending_mta_ip))
+        self.sendLine(b"OK")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.transport.loseConnection()
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+
+class EximEventFactory(Factory):
+    def __init__(self, spool: OutcomeSpool, policy_for: PolicyFor, sending_mta_ip: str, clock) -> None:
+        self._args = (spool, policy_for, sending_mta_ip, clock)
+
+    def buildProtocol(self, addr) -> EximEventProtocol:
+        protocol = EximEventProtocol(*self._args)
+        protocol.factory = self
+        return protocol

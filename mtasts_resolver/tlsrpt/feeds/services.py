@@ -1,0 +1,103 @@
+"""Wiring of the outcome spool and its feeds into the daemon's service tree.
+
+Order matters on the way down: the feeds stop first, then the spool
+commits what they gave it, then the store closes (``MultiService`` stops
+children in reverse order of addition).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
+from twisted.internet.endpoints import UNIXServerEndpoint
+
+from mtasts_resolver.config import TlsrptConfig
+from mtasts_resolver.policy.model import CachedPolicy, Mode
+from mtasts_resolver.tlsrpt.feeds.collector import DatagramCollector
+from mtasts_resolver.tlsrpt.feeds.exim_events import EximEventFactory, EximLogCorrelator
+from mtasts_resolver.tlsrpt.feeds.logfollow import FileFollower, JournalFollower
+from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, sts_report_policy
+from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
+from mtasts_resolver.tlsrpt.spool import OutcomeSpool
+from mtasts_resolver.app.workers import remove_stale_socket
+
+POSTFIX_FEED = "postfix-log"
+EXIM_FEED = "exim-log"
+JOURNAL = "journal"
+
+
+def policy_lookup(cached_policy: Callable[[str], CachedPolicy | None]) -> Callable[[str], ReportPolicy]:
+    """The policy the daemon applies to a domain, in RFC 8460 form, for feeds that only see sessions."""
+    def policy_for(domain: str) -> ReportPolicy:
+        cached = cached_policy(domain)
+        if cached is None or cached.policy.mode is Mode.NONE:
+            return ReportPolicy(PolicyType.NO_POLICY_FOUND, domain)
+        return sts_report_policy(domain, cached.policy)
+    return policy_for
+
+
+class SpoolService(Service):
+    def __init__(self, spool: OutcomeSpool) -> None:
+        self.spool = spool
+
+    def stopService(self):
+        super().stopService()
+        return self.spool.stop()
+
+
+class JournalService(Service):
+    """Runs the journalctl follower while the daemon runs."""
+
+    def __init__(self, reactor, follower: JournalFollower, cursor: str | None) -> None:
+        self._reactor, self._follower, self._cursor = reactor, follower, cursor
+        self._process = None
+
+    def startService(self) -> None:
+        super().startService()
+        argv = JournalFollower.argv(self._cursor)
+        self._process = self._reactor.spawnProcess(self._follower, argv[0], argv, env=os.environ)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._process is not None and self._process.pid is not None:
+            self._process.signalProcess("TERM")
+
+
+class _UnixStreamService(StreamServerEndpointService):
+    def __init__(self, reactor, path: str, mode: int, factory) -> None:
+        super().__init__(UNIXServerEndpoint(reactor, path, mode=mode, wantPID=False), factory)
+        self._path = path
+
+    def privilegedStartService(self) -> None:
+        remove_stale_socket(self._path)
+        super().privilegedStartService()
+
+
+def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
+                  policy_for: Callable[[str], ReportPolicy]) -> list[Service]:
+    services: list[Service] = []
+    ip = settings.sending_mta_ip
+    if settings.collector_socket:
+        services.append(DatagramCollector(reactor, spool, settings.collector_socket,
+                                          int(settings.collector_socket_mode, 8), settings.collector_socket_group,
+                                          settings.collector_rcvbuf_bytes))
+    if settings.postfix_log:
+        postfix = PostfixLogCorrelator(policy_for, ip)
+        if settings.postfix_log == JOURNAL:
+            services.append(JournalService(reactor, JournalFollower(reactor, spool, POSTFIX_FEED, postfix.feed),
+                                           store.feed_cursor(POSTFIX_FEED)))
+        else:
+            services.append(FileFollower(reactor, spool, POSTFIX_FEED, settings.postfix_log, postfix.feed,
+                                         settings.log_poll_interval_s, store.feed_cursor(POSTFIX_FEED)))
+    if settings.exim_log:
+        services.append(FileFollower(reactor, spool, EXIM_FEED, settings.exim_log,
+                                     EximLogCorrelator(policy_for, ip).feed, settings.log_poll_interval_s,
+                                     store.feed_cursor(EXIM_FEED)))
+    if settings.exim_event_socket:
+        services.append(_UnixStreamService(reactor, settings.exim_event_socket,
+                                           int(settings.exim_event_socket_mode, 8),
+                                           EximEventFactory(spool, policy_for, ip, reactor)))
+    return services

@@ -1,0 +1,223 @@
+"""``mtasts-resolver report``: turn finished UTC days into reports and deliver what is due.
+
+Meant to run often (a systemd timer); each run:
+
+1. marks deliveries left in ``sending`` by a crashed run as ``uncertain``
+   (never re-sent: a report may have gone out, and RFC 8460 reports are
+   optional, so at-most-once beats a duplicate);
+2. for each (day, report domain) of finished days with spooled outcomes,
+   looks up ``_smtp._tls`` once: no record → ``no-record``; else the report
+   is built, gzipped and stored with one ``pending`` delivery per rua, first
+   due at a random moment within ``send_delay_max_s`` after the day ends;
+3. delivers every due delivery: ``sending`` is committed before the attempt,
+   ``sent`` (or a retry time) after; a failed attempt is retried with
+   exponential back-off until ``retry_window_s`` after the first attempt
+   (RFC 8460 §5.5), then ``failed``.  Every attempt is recorded for
+   ``report --status``.
+
+A lock file keeps two runs from working at once, so ``sending`` seen at
+start is always a crashed run's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from twisted.logger import Logger
+
+from mtasts_resolver.config import TlsrptConfig
+from mtasts_resolver.net.dns import DnsClient, DnsFailure
+from mtasts_resolver.store import AttemptRow, DeliveryRow, ReportRow, ReportStore
+from mtasts_resolver.tlsrpt.report.aggregate import all_successful, build_report
+from mtasts_resolver.tlsrpt.report.deliver import DeliveryFailed, HttpsPoster, MailSubmitter
+from mtasts_resolver.tlsrpt.report.dkim import DkimKey
+from mtasts_resolver.tlsrpt.model import day_bounds, utc_day
+from mtasts_resolver.tlsrpt.report.record import NoTlsrpt, parse_tlsrpt_records
+from mtasts_resolver.tlsrpt.report.mail import new_report_id, report_body, report_mail
+
+log = Logger()
+
+READY, NO_RECORD, SKIPPED = "ready", "no-record", "skipped"
+PENDING, SENDING, SENT, UNCERTAIN, FAILED = "pending", "sending", "sent", "uncertain", "failed"
+
+
+class ReporterError(Exception):
+    """The reporter cannot run (configuration, lock)."""
+
+
+def check_settings(settings: TlsrptConfig) -> None:
+    missing = [name for name in ("organization_name", "contact_info", "dkim_selector", "dkim_key_file")
+               if not getattr(settings, name)]
+    if missing:
+        raise ReporterError(f"[tlsrpt] needs {', '.join(missing)} to send reports")
+
+
+def next_attempt(delivery: DeliveryRow, now: float, settings: TlsrptConfig) -> tuple[str, float]:
+    """After a failed attempt: (state, when to try again) with exponential back-off inside the window."""
+    first = delivery.first_attempt_at if delivery.first_attempt_at is not None else now
+    deadline = first + settings.retry_window_s
+    if now >= deadline:
+        return FAILED, now
+    delay = settings.retry_initial_s * 2 ** max(delivery.attempts - 1, 0)
+    return PENDING, min(now + delay, deadline)
+
+
+@dataclass
+class Deliverers:
+    mail: MailSubmitter
+    https: HttpsPoster
+    dkim: DkimKey
+
+
+class Reporter:
+    def __init__(self, clock, store: ReportStore, dns: DnsClient, settings: TlsrptConfig,
+                 deliverers: Deliverers, rng: random.Random | None = None) -> None:
+        self._clock, self._store, self._dns, self._settings = clock, store, dns, settings
+        self._deliverers = deliverers
+        self._rng = rng or random.SystemRandom()
+
+    async def run(self, extra_days: tuple[str, ...] = ()) -> None:
+        self.recover()
+        await self.build(extra_days)
+        await self.deliver_due()
+        self.prune()
+
+    def recover(self) -> None:
+        for delivery in self._store.deliveries():
+            if delivery.state == SENDING:
+                log.warn("{report_id} to {destination}: a previous run stopped while sending; not sending "
+                         "again (it may have arrived)", report_id=delivery.report_id, destination=delivery.destination)
+                self._store.set_delivery(replace(delivery, state=UNCERTAIN), AttemptRow(
+                    delivery.report_id, delivery.destination, self._clock.seconds(), UNCERTAIN,
+                    "the reporter stopped during this attempt: not retried, to never send twice"))
+
+    async def build(self, extra_days: tuple[str, ...] = ()) -> None:
+        now = self._clock.seconds()
+        today = utc_day(now)
+        days = sorted({*(day for day in self._store.spooled_days() if day < today), *extra_days})
+        for day, domain in self._store.unreported(days):
+            await self._build_one(day, domain, now)
+
+    async def _build_one(self, day: str, domain: str, now: float) -> None:
+        settings = self._settings
+        counts = self._store.outcome_counts(day, domain)
+        report_id = new_report_id(day, domain, settings.submitter_domain)
+        if not settings.report_all_success_days and all_successful(counts):
+            self._store.add_report(ReportRow(report_id, day, domain, SKIPPED, "only successful sessions", now, None),
+                                   (), now)
+            return
+        try:
+            record = parse_tlsrpt_records(await self._dns.txt(f"_smtp._tls.{domain}"))
+        except DnsFailure as exc:
+            log.warn("{domain}: _smtp._tls lookup failed ({error}); trying again next run", domain=domain, error=exc)
+            return
+        if isinstance(record, NoTlsrpt):
+            self._store.add_report(ReportRow(report_id, day, domain, NO_RECORD, record.reason, now, None), (), now)
+            return
+        body = report_body(build_report(day, counts, organization_name=settings.organization_name,
+                                        contact_info=settings.contact_info, report_id=report_id))
+        day_end = day_bounds(day)[1]
+        # A day asked for before it is over (report --day) goes out now; others after a random delay.
+        first = now if day_end > now else max(now, day_end + self._rng.uniform(0, settings.send_delay_max_s))
+        self._store.add_report(ReportRow(report_id, day, domain, READY, record.record, now, body),
+                               [d.uri for d in record.destinations], first)
+        log.info("{report_id}: report for {domain} on {day}, first attempt {at}", report_id=report_id, domain=domain,
+                 day=day, at=_iso(first))
+
+    async def deliver_due(self) -> None:
+        reports = {report.report_id: report for report in self._store.reports()}
+        for delivery in self._store.deliveries():
+            now = self._clock.seconds()
+            if delivery.state == PENDING and delivery.next_attempt_at <= now:
+                await self._attempt(reports[delivery.report_id], delivery, now)
+
+    async def _attempt(self, report: ReportRow, delivery: DeliveryRow, now: float) -> None:
+        delivery = replace(delivery, state=SENDING, attempts=delivery.attempts + 1,
+                           first_attempt_at=delivery.first_attempt_at or now)
+        self._store.set_delivery(delivery)
+        try:
+            detail = await self._send(report, delivery.destination)
+        except DeliveryFailed as exc:
+            finished = self._clock.seconds()
+            state, at = next_attempt(delivery, finished, self._settings)
+            log.warn("{report_id} to {destination}: attempt {n} failed: {error}; {what}", report_id=report.report_id,
+                     destination=delivery.destination, n=delivery.attempts, error=exc,
+                     what="giving up" if state == FAILED else f"next attempt {_iso(at)}")
+            self._store.set_delivery(replace(delivery, state=state, next_attempt_at=at),
+                                     AttemptRow(report.report_id, delivery.destination, finished, "error", str(exc)))
+            return
+        finished = self._clock.seconds()
+        self._store.set_delivery(replace(delivery, state=SENT),
+                                 AttemptRow(report.report_id, delivery.destination, finished, SENT, detail))
+        log.info("{report_id} to {destination}: {detail}", report_id=report.report_id,
+                 destination=delivery.destination, detail=detail)
+
+    async def _send(self, report: ReportRow, destination: str) -> str:
+        assert report.body is not None
+        if destination.startswith("https:"):
+            return await self._deliverers.https.post(destination, report.body)
+        settings = self._settings
+        rcpt = destination.removeprefix("mailto:")
+        mail_from = settings.mail_from or settings.contact_info
+        message = report_mail(report.body, report_id=report.report_id, day=report.day,
+                              report_domain=report.report_domain, submitter=settings.submitter_domain,
+                              mail_from=mail_from, to=rcpt, organization_name=settings.organization_name,
+                              now=self._clock.seconds())
+        signed = self._deliverers.dkim.sign(message.as_bytes())
+        return await self._deliverers.mail.submit(mail_from, rcpt, signed)
+
+    def prune(self) -> None:
+        cutoff = utc_day(self._clock.seconds() - self._settings.retention_days * 86400)
+        deleted = self._store.prune(cutoff)
+        if deleted:
+            log.info("pruned {count} spool and report rows older than {day}", count=deleted, day=cutoff)
+
+
+class RunLock:
+    """An exclusive flock next to the spool, held for one reporter run."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._handle = None
+
+    def __enter__(self) -> RunLock:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self._path, "w")
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.close()
+            raise ReporterError(f"another report run holds {self._path}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._handle is not None
+        self._handle.close()
+
+
+def status_text(store: ReportStore, now: float) -> str:
+    """Every report, each destination's state and every attempt, for ``report --status``."""
+    lines: list[str] = []
+    for report in store.reports():
+        lines.append(f"{report.day}  {report.report_domain}  {report.state}  {report.report_id}")
+        if report.state != READY:
+            lines.append(f"    {report.detail}")
+        for delivery in store.deliveries(report.report_id):
+            due = f", next attempt {_iso(delivery.next_attempt_at)}" if delivery.state == PENDING else ""
+            lines.append(f"    {delivery.destination}: {delivery.state}, {delivery.attempts} attempt(s){due}")
+            for attempt in store.attempts(report.report_id):
+                if attempt.destination == delivery.destination:
+                    lines.append(f"        {_iso(attempt.at)}  {attempt.result}: {attempt.detail}")
+    unreported = store.unreported(store.spooled_days())
+    for day, domain in unreported:
+        when = "after the day ends" if day >= utc_day(now) else "at the next run"
+        lines.append(f"{day}  {domain}  spooled, report {when}")
+    return "\n".join(lines) if lines else "no reports and nothing spooled"
+
+
+def _iso(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,1 +1,0 @@
-"""Test parts for the TLS-RPT suite: SMTP hosts, a private Postfix, an HTTPS report receiver."""
