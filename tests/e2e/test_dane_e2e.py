@@ -8,17 +8,11 @@ the world's non-validating unbound and must give no DANE answer, loudly.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.world.daemon import REPO, DaemonProcess
+from tests.world.daemon import DaemonProcess, run_cli
 from tests.world import Route, Zone
-from tests.world.fixtures import WORLD_ID
-
-NET = f"127.70.{WORLD_ID}"
-POLICY_IP = f"127.60.{WORLD_ID}.1"
+from tests.world.addresses import DANE_NET as NET, POLICY_IP
 
 
 def sts_policy(*mx: str) -> bytes:
@@ -186,9 +180,7 @@ def test_validating_resolver_is_reported_in_status(daemon):
 
 
 def test_query_tool_explains_dane(daemon):
-    result = subprocess.run([sys.executable, "-m", "mtasts_resolver", "-c", str(daemon.config_path), "query",
-                             "dane-unusable.test"], capture_output=True, text=True, timeout=60,
-                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    result = run_cli("-c", str(daemon.config_path), "query", "dane-unusable.test")
     out = result.stdout
     assert result.returncode == 0, result.stderr
     assert "verdict: dane:" in out
@@ -199,9 +191,7 @@ def test_query_tool_explains_dane(daemon):
     assert "answer:  OK dane" in out
     assert "DANE applies and wins over MTA-STS" in out
 
-    partial = subprocess.run([sys.executable, "-m", "mtasts_resolver", "-c", str(daemon.config_path), "query",
-                              "dane-partial-unsigned.test"], capture_output=True, text=True, timeout=60,
-                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}).stdout
+    partial = run_cli("-c", str(daemon.config_path), "query", "dane-partial-unsigned.test").stdout
     assert "mx1.dane-plainzone.test: not DNSSEC-validated" in partial
     assert "mx1.dane-plainzone.test A [no AD]: " in partial
     assert "usable (DANE-EE, SubjectPublicKeyInfo, SHA2-256)" in partial

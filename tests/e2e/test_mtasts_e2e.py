@@ -14,9 +14,7 @@ import pytest
 
 from tests.world.daemon import DaemonProcess
 from tests.world import Route
-from tests.world.fixtures import WORLD_ID
-
-POLICY_IP = f"127.60.{WORLD_ID}.1"
+from tests.world.addresses import POLICY_IP
 HTTP_TIMEOUT_S = 2
 
 

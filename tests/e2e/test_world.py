@@ -20,7 +20,7 @@ import dns.flags
 import pytest
 
 from tests.world import DnsWorld, PolicyServer, Route, TestPKI, Zone
-from tests.world.fixtures import *  # noqa: F403 - pki, dns_world, policy_server
+from tests.world.addresses import DANE_NET, SPARE_POLICY_IP, SPARE_POLICY_PORT
 from tests.world.policy_server import WELL_KNOWN_PATH
 
 
@@ -40,11 +40,11 @@ def _status(dig_output: str) -> str:
 def zones(dns_world: DnsWorld) -> DnsWorld:
     """Child zones of every kind, added while the world already runs."""
     dns_world.add_zones([
-        Zone("world-secure.test", ["mx1 IN A 127.70.0.1", "@ IN MX 10 mx1"]),
-        Zone("world-insecure.test", ["mx1 IN A 127.70.0.2"], delegation="insecure"),
-        Zone("world-unsigned.test", ["mx1 IN A 127.70.0.3"], signed=False),
-        Zone("world-bogus.test", ["mx1 IN A 127.70.0.4"], delegation="bogus"),
-        Zone("world-replace.test", ["mx1 IN A 127.70.0.5"]),
+        Zone("world-secure.test", [f"mx1 IN A {DANE_NET}.1", "@ IN MX 10 mx1"]),
+        Zone("world-insecure.test", [f"mx1 IN A {DANE_NET}.2"], delegation="insecure"),
+        Zone("world-unsigned.test", [f"mx1 IN A {DANE_NET}.3"], signed=False),
+        Zone("world-bogus.test", [f"mx1 IN A {DANE_NET}.4"], delegation="bogus"),
+        Zone("world-replace.test", [f"mx1 IN A {DANE_NET}.5"]),
     ])
     return dns_world
 
@@ -53,14 +53,14 @@ def zones(dns_world: DnsWorld) -> DnsWorld:
 
 def test_secure_zone_is_validated(zones: DnsWorld) -> None:
     out = zones.dig("mx1.world-secure.test", "A")
-    assert _status(out) == "NOERROR" and "127.70.0.1" in out
+    assert _status(out) == "NOERROR" and f"{DANE_NET}.1" in out
     assert "ad" in _flags(out)
     plain = zones.dig("mx1.world-secure.test", "A", validating=False)
-    assert "127.70.0.1" in plain and "ad" not in _flags(plain)
+    assert f"{DANE_NET}.1" in plain and "ad" not in _flags(plain)
 
 
-@pytest.mark.parametrize("name,addr", [("world-insecure.test", "127.70.0.2"),
-                                       ("world-unsigned.test", "127.70.0.3")])
+@pytest.mark.parametrize("name,addr", [("world-insecure.test", f"{DANE_NET}.2"),
+                                       ("world-unsigned.test", f"{DANE_NET}.3")])
 def test_insecure_zone_answers_without_ad(zones: DnsWorld, name: str, addr: str) -> None:
     out = zones.dig(f"mx1.{name}", "A")
     assert _status(out) == "NOERROR" and addr in out
@@ -70,7 +70,7 @@ def test_insecure_zone_answers_without_ad(zones: DnsWorld, name: str, addr: str)
 def test_bogus_zone_servfails_only_when_validating(zones: DnsWorld) -> None:
     assert _status(zones.dig("mx1.world-bogus.test", "A")) == "SERVFAIL"
     plain = zones.dig("mx1.world-bogus.test", "A", validating=False)
-    assert _status(plain) == "NOERROR" and "127.70.0.4" in plain
+    assert _status(plain) == "NOERROR" and f"{DANE_NET}.4" in plain
 
 
 def test_nothing_outside_test_resolves(zones: DnsWorld) -> None:
@@ -95,11 +95,11 @@ def test_replace_zone_is_visible_at_once(zones: DnsWorld, pki: TestPKI) -> None:
     digest = pki.tlsa_data("mx1.world-replace.test")
     assert _status(zones.dig("_25._tcp.mx1.world-replace.test", "TLSA")) == "NXDOMAIN"
     zones.replace_zone("world-replace.test", [
-        "mx1 IN A 127.70.0.9", f"_25._tcp.mx1 IN TLSA 3 1 1 {digest}"])
+        f"mx1 IN A {DANE_NET}.9", f"_25._tcp.mx1 IN TLSA 3 1 1 {digest}"])
     out = zones.dig("_25._tcp.mx1.world-replace.test", "TLSA")
     assert digest in out.replace(" ", "").lower() and "ad" in _flags(out)
     answer = zones.query("mx1.world-replace.test", "A")
-    assert "127.70.0.9" in answer.to_text() and answer.flags & dns.flags.AD
+    assert f"{DANE_NET}.9" in answer.to_text() and answer.flags & dns.flags.AD
 
 
 # -- policy server ----------------------------------------------------------
@@ -177,7 +177,7 @@ def test_slow_route_does_not_block_others(policy_server: PolicyServer, pki: Test
 
 @pytest.fixture
 def spare_server(pki: TestPKI) -> Iterator[PolicyServer]:
-    with PolicyServer(pki, address="127.60.0.99", port=8443) as server:
+    with PolicyServer(pki, address=SPARE_POLICY_IP, port=SPARE_POLICY_PORT) as server:
         yield server
 
 

@@ -35,14 +35,13 @@ import pytest
 
 from tests.world.daemon import POSTMAP, REPO
 from tests.world import Route
-from tests.world.fixtures import WORLD_ID
+from tests.world.addresses import POLICY_IP
 
 PACKAGE = "mtasts-resolver"
 UNIT_DIR = Path("/lib/systemd/system")
 UNITS = ("mtasts-resolver.service", "mtasts-resolver-report.service", "mtasts-resolver-report.timer")
 LOCK_FILE = "/tmp/mtasts-resolver-package-test.lock"   # every suite on this machine sees /tmp
 APT_LOCK_TIMEOUT_S = 600
-POLICY_IP = f"127.60.{WORLD_ID}.1"
 DOMAIN = "pkg-sts.test"
 EXPECTED = f"secure match=mx.{DOMAIN} servername=hostname"
 POLICY = f"version: STSv1\nmode: enforce\nmx: mx.{DOMAIN}\nmax_age: 86400\n".encode()

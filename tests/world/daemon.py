@@ -17,6 +17,25 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 POSTMAP = "/usr/sbin/postmap"
+#: The environment of one-shot CLI runs: this checkout's package, and no inherited configuration.
+CLI_ENV = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def cli_command(*args: str) -> list[str]:
+    """``python -m mtasts_resolver ARGS``: this checkout's code, with the interpreter running the tests."""
+    return [sys.executable, "-m", "mtasts_resolver", *args]
+
+
+def run_cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run one CLI command (``-c FILE query DOMAIN``, ``--check-config``, ``report``) to its end."""
+    return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout_s,
+                          cwd=REPO, env=CLI_ENV, stdin=subprocess.DEVNULL)
+
+
+def start_cli(*args: str) -> subprocess.Popen[bytes]:
+    """Start one CLI command, its stdout and stderr on one pipe, for tests that stop it midway."""
+    return subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=REPO, env=CLI_ENV, stdin=subprocess.DEVNULL)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -71,7 +90,7 @@ mode = "0600"
         env.update(extra_env or {})
         self.notifications = []
         self.proc = subprocess.Popen(
-            [*self.command_prefix, sys.executable, "-m", "mtasts_resolver", "-c", str(self.config_path)],
+            [*self.command_prefix, *cli_command("-c", str(self.config_path))],
             stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"), env=env, cwd=self.workdir,
         )
         if not self.wait_for("READY=1", timeout_s):

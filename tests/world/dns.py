@@ -22,6 +22,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from .addresses import DNS_AUTH, DNS_PLAIN_RESOLVER, DNS_PORT, DNS_RESOLVER
 from .configs import nsd_conf, unbound_conf
 from .dnssec import ZoneSigner
 from .procs import Daemon, DaemonError, run
@@ -50,9 +51,9 @@ class Zone:
 class DnsWorld:
     """nsd (authoritative) + validating unbound + non-validating unbound."""
 
-    def __init__(self, workdir: Path, *, auth_addr: str = "127.53.0.1",
-                 resolver_addr: str = "127.53.0.2", plain_resolver_addr: str = "127.53.0.3",
-                 port: int = 53) -> None:
+    def __init__(self, workdir: Path, *, auth_addr: str = DNS_AUTH,
+                 resolver_addr: str = DNS_RESOLVER, plain_resolver_addr: str = DNS_PLAIN_RESOLVER,
+                 port: int = DNS_PORT) -> None:
         self.workdir = Path(workdir)
         self.auth_addr, self.resolver_addr = auth_addr, resolver_addr
         self.plain_resolver_addr, self.port = plain_resolver_addr, port

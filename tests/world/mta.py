@@ -1,7 +1,7 @@
 """Receiving side of the real-MTA tests: MX hosts, their DNS and policies, and the daemon.
 
 Each destination domain is a DNSSEC-signed child zone of the world with one
-MX host on its own loopback address (127.75.WORLD_ID.x, port 25), served by
+MX host on its own loopback address (``addresses.MX_NET``.x, port 25), served by
 a small STARTTLS SMTP server presenting the certificate the case needs.
 The sending MTA (Postfix or Exim) asks the daemon for each domain's policy;
 what the MX hosts received is what the tests judge.
@@ -30,10 +30,7 @@ import pytest
 from tests.world.daemon import DaemonProcess, free_port
 from tests.world.smtp_host import SmtpHost
 from tests.world import Route, Zone
-from tests.world.fixtures import WORLD_ID
-
-MX_NET = f"127.75.{WORLD_ID}"
-POLICY_IP = f"127.60.{WORLD_ID}.1"
+from tests.world.addresses import MX_NET, POLICY_IP
 
 
 @dataclass(frozen=True)

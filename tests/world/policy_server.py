@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .addresses import POLICY_IP, POLICY_PORT
 from .pki import WRONG_NAME, TestPKI
 
 WELL_KNOWN_PATH = "/.well-known/mta-sts.txt"
@@ -112,7 +113,7 @@ def _sni_of(conn: Any) -> str | None:
 class PolicyServer:
     """Many MTA-STS policy hosts behind one HTTPS address."""
 
-    def __init__(self, pki: TestPKI, address: str = "127.60.0.1", port: int = 443) -> None:
+    def __init__(self, pki: TestPKI, address: str = POLICY_IP, port: int = POLICY_PORT) -> None:
         self.pki = pki
         self.address = address
         self.port = port

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,10 +14,8 @@ import dns.rdatatype
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.world.daemon import REPO
-from tests.world.fixtures import WORLD_ID
-
-NET = f"127.74.{WORLD_ID}"   # this suite's hosts: 127.74.<world>.x
+from tests.world.daemon import run_cli, start_cli
+from tests.world.addresses import TLSRPT_NET as NET   # this suite's hosts: NET.x
 DKIM_SELECTOR = "sel1"
 SUBMITTER = "rpt-sender.test"
 
@@ -94,13 +91,11 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def run_report(config: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mtasts_resolver", "-c", str(config), "report", *args],
-                          capture_output=True, text=True, timeout=timeout_s, cwd=REPO,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+def run_report(config: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """``mtasts-resolver -c CONFIG report ARGS``, run to its end."""
+    return run_cli("-c", str(config), "report", *args, timeout_s=timeout_s)
 
 
-def start_report(config: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mtasts_resolver", "-c", str(config), "report", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
-                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+def start_report(config: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``mtasts-resolver -c CONFIG report ARGS``, started (output on one pipe)."""
+    return start_cli("-c", str(config), "report", *args)
