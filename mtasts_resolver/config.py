@@ -100,6 +100,13 @@ class MtaStsConfig:
     # After a failed discovery with nothing cached, the "no policy" answer is
     # remembered this long before trying again.
     failure_ttl_s: float = field(default=30.0, metadata=_meta(minimum=0))
+    # Resolutions (DNS + policy fetch) running at once, all domains together: each
+    # holds sockets, and 1,024 fds go fast. Past it a new domain is answered TEMP
+    # (never cached, never NOTFOUND: a limit must not be a downgrade).
+    max_concurrent_resolutions: int = field(default=256, metadata=_meta(minimum=1))
+    # Domains remembered WITHOUT an MTA-STS policy (no policy, failures, DANE-only
+    # answers): least recently used forgotten first. Policies are always kept (RFC 8461 §5.1).
+    max_negative_entries: int = field(default=100000, metadata=_meta(minimum=1))
 
 
 @dataclass(frozen=True)

@@ -1,58 +1,72 @@
 """The lookup service: answers from memory, resolves in the background.
 
 Every domain the daemon has seen has an :class:`_Entry` in memory holding
-its ready-made answers, so a lookup of a known domain is one dict access.
+its policy decision and the answers rendered from it (each client dialect's
+at its first use), so a lookup of a known domain is one dict access.
 Resolution runs once per domain at a time (:class:`SingleFlight`): DANE
 discovery and MTA-STS discovery (TXT lookup, policy fetch, persisting) run
 concurrently and :func:`~mtasts_resolver.policy.decide.decide` turns both
-into the answer.  A domain is resolved when it is new, when its answer
+into one decision.  A domain is resolved when it is new, when its answer
 expired (for DANE: the records' TTL, clamped), in the background when a
 re-check is due (MTA-STS TXT re-check, DANE refresh at 3/4 of its TTL; the
 cached answer is still served meanwhile), or by the periodic proactive
 MTA-STS refresh.
+
+What strangers can drive is bounded here: cold resolutions running at once
+(``mta_sts.max_concurrent_resolutions``: past it a new domain is answered
+TEMP, never cached, so the limit is no downgrade) and the domains
+remembered without an MTA-STS policy (``mta_sts.max_negative_entries``,
+least recently used forgotten first; policies are kept, RFC 8461 §5.1).
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults
+from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mtasts_resolver.config import DaneConfig, MtaStsConfig
-from mtasts_resolver.net.dane_resolver import DaneResolver
-from mtasts_resolver.policy.keys import KeyKind, parse_key
+from mtasts_resolver.limits import LIMITS, LimitLog
 from mtasts_resolver.lookup import NOT_FOUND, Answer, AnswerKind
-from mtasts_resolver.policy.answer import sts_answer
+from mtasts_resolver.net.dane_resolver import DaneResolver
+from mtasts_resolver.net.sts_resolver import StsResolver
+from mtasts_resolver.policy.answer import Dialect, dropped_lines, render
 from mtasts_resolver.policy.dane import DaneOutcome, DaneResult
-from mtasts_resolver.policy.decide import decide
+from mtasts_resolver.policy.decide import NO_POLICY, Decision, Verdict, decide
+from mtasts_resolver.policy.keys import KeyKind, parse_key
+from mtasts_resolver.policy.lifetime import DaneTimes, Hold, after_probe_flip, dane_lifetime
 from mtasts_resolver.policy.model import CachedPolicy, NoStsTxt, StsFailure, StsPolicy, StsTxt
 from mtasts_resolver.policy.refresh import Plan, plan, refresh_at, settle
 from mtasts_resolver.singleflight import SingleFlight
 from mtasts_resolver.store import PolicyStore, StoreError
-from mtasts_resolver.net.sts_resolver import StsResolver
 
 INTERNAL_ERROR = Answer(AnswerKind.TEMP, "internal error, see the mtasts-resolver log")
-
-#: A DANE result is re-checked in the background once this share of its TTL has passed.
-DANE_REFRESH_FRACTION = 0.75
+#: Our own cap on cold resolutions was hit: defer, never NOTFOUND (a limit must not be a downgrade).
+BUSY = Answer(AnswerKind.TEMP, "too many policy lookups in progress, try again")
+RESOLUTIONS_LIMIT = "mta_sts.max_concurrent_resolutions"
 
 
 @dataclass(slots=True)
 class _Entry:
-    """What is known about one domain, with its answers ready to send."""
+    """What is known about one domain: its decision, with the answers rendered from it."""
 
-    plain: Answer
-    tlsrpt: Answer | None  # with TLSRPT attributes; made at first use (see PolicyService._tlsrpt)
+    verdict: Verdict
     check_at: float       # after this, re-resolve in the background (answer still served)
     expires_at: float     # after this, the answers must not be served
     policy: CachedPolicy | None          # MTA-STS: usable until its own max_age
     dane: DaneResult | None = None       # None: DANE not configured, or not resolved since start-up
     dane_expires_at: float = math.inf
+    # Rendered at first use: most sites never ask for the TLSRPT dialect, and
+    # it is the largest object of an entry (it repeats the whole policy):
+    # with 100,000 cached policies, making it up front cost 40 MB.
+    plain: Answer | None = None
+    tlsrpt: Answer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,23 +102,29 @@ class PolicyService:
     def __init__(self, clock: IReactorTime, resolver: StsResolver, store: PolicyStore,
                  settings: MtaStsConfig, tlsrpt_maps: Iterable[str],
                  on_resolution: Callable[[Resolution], None] | None = None, *,
-                 dane: DaneResolver | None = None, dane_settings: DaneConfig | None = None) -> None:
+                 dane: DaneResolver | None = None, dane_settings: DaneConfig | None = None,
+                 limits: LimitLog = LIMITS) -> None:
         """``on_resolution`` sees every finished resolution (the TLS-RPT outcome feed).
 
         ``dane`` None means MTA-STS only (``dane.enabled = false``).
         """
         self._clock = clock
         self._dane = dane
-        self._dane_settings = dane_settings or DaneConfig()
+        dane_settings = dane_settings or DaneConfig()
+        self._dane_times = DaneTimes(dane_settings.min_ttl_s, dane_settings.max_ttl_s, dane_settings.failure_ttl_s)
         if dane is not None and dane.probe is not None:
             dane.probe.subscribe(self._validation_changed)
         self._on_resolution = on_resolution
         self._resolver = resolver
         self._store = store
         self._settings = settings
+        self._limits = limits
         self._tlsrpt_maps = frozenset(tlsrpt_maps)
         self._entries: dict[str, _Entry] = {}
+        # Domains held without an MTA-STS policy, least recently used first.
+        self._negative: OrderedDict[str, None] = OrderedDict()
         self._flight: SingleFlight[Resolution] = SingleFlight()
+        self._running = 0   # resolutions in flight (distinct domains)
         self._refresh_limit = DeferredSemaphore(settings.refresh_concurrency)
 
     # -- start-up -----------------------------------------------------------
@@ -117,7 +137,8 @@ class PolicyService:
         for cached in self._store.load_policies():
             if cached.usable(now):
                 # Check the TXT id at the first lookup: it may have changed while we were down.
-                entry = self._entry(cached.domain, cached, now, check_at=now)
+                entry = self._entry(cached, now, check_at=now)
+                entry.verdict = decide(None, cached.domain, cached.policy)   # until DANE is known
                 if self._dane is not None:
                     # DANE is not persisted and would win over this policy: resolve it before answering.
                     entry.expires_at = now
@@ -128,6 +149,8 @@ class PolicyService:
         for domain in expired:
             self._store.delete_policy(domain)
         return loaded
+
+    # -- what the query tool, the status line and the feeds read -------------
 
     @property
     def domains_cached(self) -> int:
@@ -142,32 +165,7 @@ class PolicyService:
         entry = self._entries.get(domain)
         if entry is None:
             return NOT_FOUND
-        return self._tlsrpt(domain, entry) if map_name in self._tlsrpt_maps else entry.plain
-
-    def _tlsrpt(self, domain: str, entry: _Entry) -> Answer:
-        """The answer with Postfix >= 3.10 TLSRPT attributes, made at first use.
-
-        Most sites never ask for it, and it is the largest object of an entry
-        (it repeats the whole policy): with 100,000 cached policies, making
-        it up front cost 40 MB.
-        """
-        if entry.tlsrpt is None:
-            answer = sts_answer(domain, entry.policy.policy, tlsrpt=True) if entry.policy is not None else NOT_FOUND
-            entry.tlsrpt = decide(entry.dane, answer)
-        return entry.tlsrpt
-
-    @property
-    def dane_probe(self):  # -> ValidationProbe | None
-        return self._dane.probe if self._dane is not None else None
-
-    def dane_status(self) -> str:
-        """DANE's state for systemd's STATUS= line."""
-        if self._dane is None:
-            return "DANE off (dane.enabled = false)"
-        probe = self._dane.probe
-        if probe is None or probe.validating:
-            return "DANE on"
-        return f"DANE DISABLED: {probe.status}"
+        return self._answer(domain, entry, map_name in self._tlsrpt_maps)
 
     # -- the hot path -------------------------------------------------------
 
@@ -184,17 +182,36 @@ class PolicyService:
         if entry is not None:
             now = self._clock.seconds()
             if now < entry.expires_at:
+                if entry.policy is None:
+                    self._negative.move_to_end(domain)
                 if now >= entry.check_at and domain not in self._flight:
                     self._in_background(domain)
-                return self._tlsrpt(domain, entry) if tlsrpt else entry.plain
+                return self._answer(domain, entry, tlsrpt)
+        if domain not in self._flight and self._running >= self._settings.max_concurrent_resolutions:
+            self._limits.hit(RESOLUTIONS_LIMIT, f"{domain} answered TEMP")
+            return BUSY
         d = self.resolve(domain)
         d.addCallback(self._answer_for, domain, tlsrpt)
         d.addErrback(self._internal_error, domain)
         return d
 
+    def _answer(self, domain: str, entry: _Entry, tlsrpt: bool) -> Answer:
+        """The entry's answer in the client's dialect, rendered at its first use."""
+        if not tlsrpt:
+            if entry.plain is None:
+                entry.plain = render(entry.verdict, Dialect.POSTFIX)
+            return entry.plain
+        if entry.tlsrpt is None:
+            entry.tlsrpt = render(entry.verdict, Dialect.POSTFIX_TLSRPT)
+            verdict = entry.verdict
+            if isinstance(verdict, Decision) and verdict.sts is not None and (dropped := dropped_lines(verdict.sts)):
+                self.log.warn("{domain}: {count} policy line(s) left out of the TLSRPT answer (control characters "
+                              "or unbalanced braces, which Postfix could not parse): {lines!r}", domain=domain,
+                              count=len(dropped), lines=dropped[:3])
+        return entry.tlsrpt
+
     def _answer_for(self, _: Resolution, domain: str, tlsrpt: bool) -> Answer:
-        entry = self._entries[domain]
-        return self._tlsrpt(domain, entry) if tlsrpt else entry.plain
+        return self._answer(domain, self._entries[domain], tlsrpt)
 
     def _internal_error(self, failure: Failure, domain: str) -> Answer:
         self.log.failure("resolving {domain} failed unexpectedly", failure, domain=domain)
@@ -204,7 +221,17 @@ class PolicyService:
 
     def resolve(self, domain: str) -> Deferred[Resolution]:
         """Resolve ``domain`` now (joining a resolution already running) and update memory and store."""
-        return self._flight.run(domain, lambda: Deferred.fromCoroutine(self._resolve(domain)))
+        return self._flight.run(domain, lambda: self._start(domain))
+
+    def _start(self, domain: str) -> Deferred[Resolution]:
+        self._running += 1
+        d = Deferred.fromCoroutine(self._resolve(domain))
+        d.addBoth(self._finished)
+        return d
+
+    def _finished(self, result):
+        self._running -= 1
+        return result
 
     async def _resolve(self, domain: str) -> Resolution:
         current = self._entries.get(domain)
@@ -258,68 +285,61 @@ class PolicyService:
                 self.log.warn("{domain}: {failure}; delivering as if no MTA-STS policy (RFC 8461 §5.1)",
                               domain=domain, failure=failure)
         hold = self._settings.failure_ttl_s if failure is not None else self._settings.negative_ttl_s
-        entry = self._entry(domain, policy, now, hold_s=hold)
+        entry = self._entry(policy, now, hold_s=hold)
         if result.dane is not None:
             self._apply_dane(domain, entry, result.dane, current, now)
-        self._entries[domain] = entry
+        entry.verdict = decide(entry.dane, domain, policy.policy if policy is not None else None)
+        self._store_entry(domain, entry)
         if self._on_resolution is not None:
             self._on_resolution(result)
 
+    def _store_entry(self, domain: str, entry: _Entry) -> None:
+        """Hold ``entry``; past ``max_negative_entries`` policy-less ones, forget the least recently used."""
+        self._entries[domain] = entry
+        if entry.policy is not None:
+            self._negative.pop(domain, None)
+            return
+        self._negative[domain] = None
+        self._negative.move_to_end(domain)
+        while len(self._negative) > self._settings.max_negative_entries:
+            oldest, _ = self._negative.popitem(last=False)
+            del self._entries[oldest]
+
     def _apply_dane(self, domain: str, entry: _Entry, dane: DaneResult, current: _Entry | None,
                     now: float) -> None:
-        """Let DANE decide the entry's answers and bound its lifetime by the DANE data's TTL."""
-        settings = self._dane_settings
+        """Bound the entry's lifetime by the DANE data's TTL (:func:`~mtasts_resolver.policy.lifetime.dane_lifetime`)."""
         previous = current.dane if current is not None else None
-        if dane.outcome is DaneOutcome.DISABLED:
-            probe = self.dane_probe
-            # Re-enabled while this resolution ran: resolve again at the next lookup.
-            check = expires = now if probe is not None and probe.validating else math.inf
-        elif dane.outcome is DaneOutcome.TEMP:
-            if (previous is not None and previous.outcome not in (DaneOutcome.TEMP, DaneOutcome.DISABLED)
-                    and current is not None and now < current.dane_expires_at):
-                # Validated data within its TTL stays valid when a re-check fails.
-                self.log.warn("{domain}: DANE re-check failed ({reason}); the earlier result ({outcome}) stays "
-                              "valid for {left:.0f} s more", domain=domain, reason=dane.reason,
-                              outcome=previous.outcome.value, left=current.dane_expires_at - now)
-                dane, expires = previous, current.dane_expires_at
-                check = min(now + settings.failure_ttl_s, expires)
-            else:
-                self.log.warn("{domain}: DANE status unknown ({reason}): answering TEMP, Postfix defers "
-                              "(RFC 7672 §2.1.1: no downgrade)", domain=domain, reason=dane.reason)
-                check = expires = now + settings.failure_ttl_s
-        else:
-            ttl = dane.ttl if dane.ttl is not None else settings.min_ttl_s
-            ttl = min(max(ttl, settings.min_ttl_s), settings.max_ttl_s)
-            expires = now + ttl
-            check = now + ttl * DANE_REFRESH_FRACTION
-        entry.plain = decide(dane, entry.plain)   # (the TLSRPT answer is made from entry.dane at first use)
-        entry.check_at, entry.expires_at = min(entry.check_at, check), min(entry.expires_at, expires)
-        entry.dane, entry.dane_expires_at = dane, expires
-        if dane.outcome not in (DaneOutcome.TEMP, DaneOutcome.DISABLED) and (
-                previous is None or previous.outcome is not dane.outcome):
+        probe = self._dane.probe if self._dane is not None else None
+        life = dane_lifetime(dane, previous, current.dane_expires_at if current is not None else -math.inf, now,
+                             self._dane_times, validating=probe is not None and probe.validating)
+        if life.hold is Hold.KEPT:
+            self.log.warn("{domain}: DANE re-check failed ({reason}); the earlier result ({outcome}) stays "
+                          "valid for {left:.0f} s more", domain=domain, reason=dane.reason,
+                          outcome=life.dane.outcome.value, left=life.expires_at - now)
+        elif life.hold is Hold.TEMP:
+            self.log.warn("{domain}: DANE status unknown ({reason}): answering TEMP, Postfix defers "
+                          "(RFC 7672 §2.1.1: no downgrade)", domain=domain, reason=dane.reason)
+        elif life.hold is Hold.VALIDATED and (previous is None or previous.outcome is not dane.outcome):
             log = self.log.info if dane.applies else self.log.debug
             log("{domain}: DANE {outcome}: {reason}", domain=domain, outcome=dane.outcome.value, reason=dane.reason)
+        entry.check_at, entry.expires_at = min(entry.check_at, life.check_at), min(entry.expires_at, life.expires_at)
+        entry.dane, entry.dane_expires_at = life.dane, life.expires_at
 
     def _validation_changed(self, validating: bool) -> None:
         """The probe changed its mind: fix the answers that depended on it."""
         now = self._clock.seconds()
         for entry in self._entries.values():
-            if entry.dane is not None and entry.dane.outcome is not DaneOutcome.DISABLED:
-                continue  # validated DANE data stays good until its TTL
-            if validating:
-                # Answers made without DANE: resolve again (with DANE) before serving them.
-                entry.check_at, entry.expires_at = min(entry.check_at, now), min(entry.expires_at, now)
-            elif entry.dane is None and entry.policy is not None:
-                # Loaded at start-up and waiting for DANE: while DANE is off, the policy answer stands.
-                entry.expires_at = max(entry.expires_at, entry.policy.expires_at)
+            entry.check_at, entry.expires_at = after_probe_flip(
+                entry.dane, entry.policy.expires_at if entry.policy is not None else None,
+                entry.check_at, entry.expires_at, validating, now)
 
-    def _entry(self, domain: str, policy: CachedPolicy | None, now: float, *,
+    def _entry(self, policy: CachedPolicy | None, now: float, *,
                check_at: float | None = None, hold_s: float = 0.0) -> _Entry:
         if policy is None:
-            return _Entry(NOT_FOUND, None, now + hold_s, now + hold_s, None)
+            return _Entry(NO_POLICY, now + hold_s, now + hold_s, None)
         if check_at is None:
             check_at = min(now + self._settings.txt_recheck_s, refresh_at(policy, self._settings.refresh_before_s))
-        return _Entry(sts_answer(domain, policy.policy, tlsrpt=False), None, check_at, policy.expires_at, policy)
+        return _Entry(NO_POLICY, check_at, policy.expires_at, policy)   # (its verdict: the caller decides)
 
     def _persist(self, policy: CachedPolicy) -> None:
         try:
@@ -337,7 +357,11 @@ class PolicyService:
 
     # -- background work ----------------------------------------------------
 
-    def _in_background(self, domain: str) -> Deferred[Resolution]:
+    def _in_background(self, domain: str) -> Deferred[Resolution | None]:
+        if domain not in self._flight and self._running >= self._settings.max_concurrent_resolutions:
+            # The cached answer is still served; the re-check waits for a later lookup or scan.
+            self._limits.hit(RESOLUTIONS_LIMIT, f"background re-check of {domain} postponed")
+            return succeed(None)
         d = self.resolve(domain)
         d.addErrback(lambda failure: self.log.failure("background refresh of {domain} failed", failure,
                                                        domain=domain))
@@ -353,6 +377,7 @@ class PolicyService:
                 self._forget(domain)
             elif entry.policy is None and now >= entry.expires_at:
                 del self._entries[domain]
+                self._negative.pop(domain, None)
             elif entry.policy is not None and now >= refresh_at(entry.policy, self._settings.refresh_before_s):
                 # (An entry whose DANE answer expired keeps its MTA-STS policy: the next lookup resolves.)
                 due.append(domain)

@@ -19,6 +19,15 @@ import idna
 # (comparatively slow) IDNA codec for those, it would return them unchanged.
 _LDH_NAME = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)[a-z0-9-]{1,63}(?<!-)")
 MAX_DOMAIN_OCTETS = 253  # RFC 1035 §2.3.4, presentation form without the root dot
+#: Longest key looked at, checked before any IDNA work (the IDNA codec is
+#: slow: Debian's python3-idna spent 3.5 s on one 10 kB key).  A domain's
+#: A-label form is at most 253 octets, and a U-label is never longer in
+#: characters than its A-label (Punycode writes at least one character per
+#: code point, plus "xn--"), so the Unicode form of any domain fits in 253
+#: characters too; add a root dot and ":65535" for the forms Postfix sends.
+#: Only keys padded with characters UTS 46 deletes (soft hyphens, variation
+#: selectors) could be longer, and no real next hop is.
+MAX_KEY_CHARS = MAX_DOMAIN_OCTETS + len(".") + len(":65535")
 
 
 class KeyKind(enum.Enum):
@@ -48,6 +57,8 @@ def parse_key(key: str) -> TableKey:
       no MX lookup: MTA-STS (RFC 8461 §4.1 matches *MX* hosts) does not apply;
     - keys starting with ``.`` are parent-domain probes.
     """
+    if len(key) > MAX_KEY_CHARS:
+        return TableKey(KeyKind.INVALID, reason=f"key over {MAX_KEY_CHARS} characters")
     key = key.strip()
     if not key:
         return TableKey(KeyKind.INVALID, reason="empty key")

@@ -31,6 +31,15 @@ _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _MX_PATTERN = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})+")
 
 
+def valid_mx_pattern(pattern: str) -> bool:
+    """An RFC 8461 §3.2 mx pattern in lower case: an LDH name, optionally ``*.`` first.
+
+    Also the check that lets a pattern into an answer: it holds no space,
+    comma, colon, brace or control character (Postfix's attribute syntax).
+    """
+    return _MX_PATTERN.fullmatch(pattern) is not None
+
+
 def parse_txt_records(records: list[str]) -> StsTxt | NoStsTxt:
     """Pick the policy announcement from the TXT RRset of ``_mta-sts.DOMAIN``.
 
@@ -92,7 +101,7 @@ def parse_policy(body: bytes) -> StsPolicy | StsFailure:
         kept.append(line if name == "mx" else sys.intern(line))
         if name == "mx":
             pattern = value.lower()
-            if not _MX_PATTERN.fullmatch(pattern):
+            if not valid_mx_pattern(pattern):
                 return invalid(f"bad mx pattern {value!r}")
             mx.append(pattern)
         elif name in ("version", "mode", "max_age"):

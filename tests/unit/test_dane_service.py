@@ -13,48 +13,18 @@ from mtasts_resolver.config import DaneConfig, MtaStsConfig
 from mtasts_resolver.lookup import NOT_FOUND, Answer, AnswerKind
 from mtasts_resolver.policy.dane import DaneOutcome, DaneResult
 from mtasts_resolver.policy.model import NoStsTxt, StsTxt
-from mtasts_resolver.policy.sts import parse_policy
 from mtasts_resolver.service import PolicyService
 from mtasts_resolver.store.sqlite import SqliteStore
-from tests.unit.test_service import START, ScriptedResolver
+from tests.unit.helpers import ENFORCE, POLICY, START, FakeProbe, ScriptedDane, ScriptedResolver, results
 
 import pytest
 
-POLICY = parse_policy(b"version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n")
-ENFORCE = Answer(AnswerKind.FOUND, "secure match=mx.example.com servername=hostname")
 DANE_ONLY = Answer(AnswerKind.FOUND, "dane-only")
 DANE_PARTIAL = Answer(AnswerKind.FOUND, "dane")
 
 
 def dane(outcome: DaneOutcome, ttl: int | None = 300, reason: str = "test") -> DaneResult:
     return DaneResult(outcome, reason, ttl=ttl)
-
-
-class FakeProbe:
-    def __init__(self, validating: bool = True) -> None:
-        self.validating = validating
-        self.status = "resolver validates" if validating else "resolver does not validate DNSSEC"
-        self.listeners = []
-
-    def subscribe(self, listener) -> None:
-        self.listeners.append(listener)
-
-    def flip(self, validating: bool) -> None:
-        self.validating = validating
-        self.status = "resolver validates" if validating else "resolver does not validate DNSSEC"
-        for listener in self.listeners:
-            listener(validating)
-
-
-class ScriptedDane:
-    def __init__(self, probe: FakeProbe | None = None) -> None:
-        self.calls: list[tuple[str, Deferred]] = []
-        self.probe = probe
-
-    def resolve(self, domain: str) -> Deferred:
-        d: Deferred = Deferred()
-        self.calls.append((domain, d))
-        return d
 
 
 @pytest.fixture
@@ -70,13 +40,6 @@ def world(tmp_path):
                             seen.append, dane=dane_resolver, dane_settings=settings)
     yield clock, sts, dane_resolver, service, seen, store
     store.close()
-
-
-def results(deferreds):
-    out = []
-    for d in deferreds:
-        d.addCallback(out.append)
-    return out
 
 
 def settle_sts(sts, index=0, policy=True):
@@ -185,7 +148,6 @@ def test_validation_probe_flips_answers(world):
     settle_sts(sts)
     dane_resolver.calls[0][1].callback(dane(DaneOutcome.DISABLED))
     assert out == [ENFORCE]
-    assert "DANE DISABLED" in service.dane_status()
     assert service.lookup("postfix", "example.com") == ENFORCE
     dane_resolver.probe.flip(True)              # answers made without DANE must not be served any more
     out = results([service.lookup("postfix", "example.com")])
@@ -193,7 +155,6 @@ def test_validation_probe_flips_answers(world):
     dane_resolver.calls[1][1].callback(dane(DaneOutcome.DANE_ONLY))
     sts.discovers[1][1].callback(StsTxt("1", "v=STSv1; id=1"))
     assert out == [DANE_ONLY]
-    assert service.dane_status() == "DANE on"
 
 
 def test_restart_resolves_dane_before_serving_a_cached_sts_policy(world, tmp_path):
@@ -237,4 +198,3 @@ def test_without_dane_nothing_changes(tmp_path):
     out = results([service.lookup("postfix", "example.com")])
     settle_sts(sts)
     assert out == [ENFORCE]
-    assert service.dane_status() == "DANE off (dane.enabled = false)"

@@ -1,10 +1,13 @@
-"""Key normalisation and Postfix answer text: pure functions."""
+"""Key normalisation and the Postfix answer text of an MTA-STS decision: pure functions."""
+
+import time
 
 import pytest
 
-from mtasts_resolver.policy.keys import KeyKind, parse_key
 from mtasts_resolver.lookup import AnswerKind
-from mtasts_resolver.policy.answer import sts_answer
+from mtasts_resolver.policy.answer import Dialect, render
+from mtasts_resolver.policy.decide import decide
+from mtasts_resolver.policy.keys import MAX_KEY_CHARS, KeyKind, parse_key
 from mtasts_resolver.policy.model import Mode, StsPolicy
 
 
@@ -24,6 +27,13 @@ from mtasts_resolver.policy.model import Mode, StsPolicy
     ("-bad.example", KeyKind.INVALID, ""),
     ("example.com:smtp", KeyKind.INVALID, ""),
     ("a" * 64 + ".example", KeyKind.INVALID, ""),
+    # the longest names there are still pass the length check before IDNA...
+    (".".join(["a" * 63] * 3 + ["a" * 61]) + ".:65535", KeyKind.DOMAIN, ".".join(["a" * 63] * 3 + ["a" * 61])),
+    ("ü" * 30 + ".example", KeyKind.DOMAIN, "xn--tdaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example"),
+    # ...and anything longer is not a domain, whatever it holds
+    ("a" * (MAX_KEY_CHARS + 1), KeyKind.INVALID, ""),
+    ("ü" * 10_000, KeyKind.INVALID, ""),
+    ("[" + "x" * 10_000 + "]", KeyKind.INVALID, ""),
 ])
 def test_parse_key(key, kind, domain):
     parsed = parse_key(key)
@@ -31,27 +41,41 @@ def test_parse_key(key, kind, domain):
     assert parsed.domain == domain
 
 
+@pytest.mark.parametrize("key", ["ü" * 10_000, "ü" * 10_000 + ".example", ("ü" * 60 + ".") * 4 + "de",
+                                 "\u00ad" * 10_000 + "a.example"])
+def test_hostile_keys_cost_little_cpu(key):
+    """A 10 kB non-ASCII key once took 3.5 s in the event loop (Debian's python3-idna)."""
+    started = time.process_time()
+    for _ in range(10):
+        assert parse_key(key).kind is KeyKind.INVALID
+    assert (time.process_time() - started) / 10 < 0.05
+
+
 POLICY = StsPolicy(Mode.ENFORCE, ("mail.example.com", "*.example.net", "*.example.org", "mail.example.com"),
                    86400, ("version: STSv1", "mode: enforce", "mx: mail.example.com", "mx: *.example.net",
                            "mx: *.example.org", "mx: mail.example.com", "max_age: 86400"))
 
 
+def answer(policy: StsPolicy, dialect: Dialect):
+    return render(decide(None, "example.com", policy), dialect)
+
+
 def test_enforce_answer_maps_wildcards_and_dedups():
-    answer = sts_answer("example.com", POLICY, tlsrpt=False)
-    assert answer.kind is AnswerKind.FOUND
-    assert answer.text == "secure match=mail.example.com:.example.net:.example.org servername=hostname"
+    plain = answer(POLICY, Dialect.POSTFIX)
+    assert plain.kind is AnswerKind.FOUND
+    assert plain.text == "secure match=mail.example.com:.example.net:.example.org servername=hostname"
 
 
 def test_tlsrpt_attributes_only_on_request():
-    answer = sts_answer("example.com", POLICY, tlsrpt=True)
-    assert answer.text.startswith("secure match=mail.example.com:.example.net:.example.org servername=hostname "
-                                  "policy_type=sts policy_domain=example.com ")
-    assert "mx_host_pattern=*.example.net" in answer.text
-    assert "{ policy_string = mode: enforce }" in answer.text
-    assert "policy_type" not in sts_answer("example.com", POLICY, tlsrpt=False).text
+    text = answer(POLICY, Dialect.POSTFIX_TLSRPT).text
+    assert text.startswith("secure match=mail.example.com:.example.net:.example.org servername=hostname "
+                           "policy_type=sts policy_domain=example.com ")
+    assert "mx_host_pattern=*.example.net" in text
+    assert "{ policy_string = mode: enforce }" in text
+    assert "policy_type" not in answer(POLICY, Dialect.POSTFIX).text
 
 
 @pytest.mark.parametrize("mode", [Mode.TESTING, Mode.NONE])
 def test_non_enforce_is_notfound(mode):
     policy = StsPolicy(mode, ("mail.example.com",), 86400, ())
-    assert sts_answer("example.com", policy, tlsrpt=True).kind is AnswerKind.NOTFOUND
+    assert answer(policy, Dialect.POSTFIX_TLSRPT).kind is AnswerKind.NOTFOUND

@@ -10,35 +10,16 @@ from __future__ import annotations
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
 from mtasts_resolver.config import MtaStsConfig
-from mtasts_resolver.lookup import Answer, AnswerKind
+from mtasts_resolver.limits import LimitLog
+from mtasts_resolver.lookup import NOT_FOUND, AnswerKind
 from mtasts_resolver.policy.model import FailureType, NoStsTxt, StsFailure, StsTxt
 from mtasts_resolver.policy.sts import parse_policy
-from mtasts_resolver.service import PolicyService
+from mtasts_resolver.service import BUSY, RESOLUTIONS_LIMIT, PolicyService
 from mtasts_resolver.store.sqlite import SqliteStore
-
-POLICY = parse_policy(b"version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n")
-ENFORCE = Answer(AnswerKind.FOUND, "secure match=mx.example.com servername=hostname")
-START = 1_700_000_000.0
-
-
-class ScriptedResolver:
-    """Records calls; each returns a Deferred the test fires."""
-
-    def __init__(self) -> None:
-        self.discovers: list[tuple[str, Deferred]] = []
-        self.fetches: list[tuple[str, Deferred]] = []
-
-    def discover(self, domain: str) -> Deferred:
-        d: Deferred = Deferred()
-        self.discovers.append((domain, d))
-        return d
-
-    def fetch(self, domain: str) -> Deferred:
-        d: Deferred = Deferred()
-        self.fetches.append((domain, d))
-        return d
+from tests.unit.helpers import ENFORCE, POLICY, START, ScriptedResolver, results
 
 
 @pytest.fixture
@@ -51,13 +32,6 @@ def world(tmp_path):
     service = PolicyService(clock, resolver, store, settings, ["postfix-tlsrpt"])
     yield clock, resolver, store, service, settings
     store.close()
-
-
-def results(deferreds):
-    out = []
-    for d in deferreds:
-        d.addCallback(out.append)
-    return out
 
 
 def test_concurrent_lookups_share_one_resolution(world):
@@ -186,3 +160,82 @@ def test_refresh_due_refetches_before_expiry(world):
     assert len(resolver.discovers) == 2
     resolver.discovers[1][1].callback(StsTxt("1", "v=STSv1; id=1"))
     assert len(resolver.fetches) == 2   # same id, but due: fetched again
+
+
+def limited(tmp_path, clock, **settings):
+    resolver = ScriptedResolver()
+    limits = LimitLog(clock.seconds)
+    service = PolicyService(clock, resolver, SqliteStore(tmp_path / "limited.sqlite3"),
+                            MtaStsConfig(negative_ttl_s=600, **settings), [], limits=limits)
+    return resolver, limits, service
+
+
+def test_resolution_cap_answers_temp_and_caches_nothing(tmp_path):
+    clock = Clock()
+    clock.advance(START)
+    resolver, limits, service = limited(tmp_path, clock, max_concurrent_resolutions=3)
+    waiting = [service.lookup("postfix", f"d{i}.example") for i in range(3)]
+    assert all(isinstance(d, Deferred) for d in waiting)
+    # the cap is ours, not the domain's: TEMP (Postfix defers), never NOTFOUND
+    assert service.lookup("postfix", "new.example") == BUSY and BUSY.kind is AnswerKind.TEMP
+    assert isinstance(service.lookup("postfix", "d0.example"), Deferred)   # joining a running one costs nothing
+    assert len(resolver.discovers) == 3
+    assert limits.counts() == {RESOLUTIONS_LIMIT: 1}
+    resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+    resolver.fetches[0][1].callback(POLICY)
+    # a slot is free again, and the TEMP was not remembered: the domain is resolved now
+    out = results([service.lookup("postfix", "new.example")])
+    assert resolver.discovers[-1][0] == "new.example"
+    resolver.discovers[-1][1].callback(StsTxt("1", "v=STSv1; id=1"))
+    resolver.fetches[-1][1].callback(POLICY)
+    assert out == [ENFORCE]
+
+
+def test_resolution_cap_postpones_background_rechecks(tmp_path):
+    clock = Clock()
+    clock.advance(START)
+    resolver, limits, service = limited(tmp_path, clock, max_concurrent_resolutions=1, txt_recheck_s=300)
+    service.lookup("postfix", "example.com")
+    resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+    resolver.fetches[0][1].callback(POLICY)
+    clock.advance(301)
+    service.lookup("postfix", "busy.example")                      # takes the only slot
+    assert service.lookup("postfix", "example.com") == ENFORCE     # still served...
+    assert [d for d, _ in resolver.discovers] == ["example.com", "busy.example"]   # ...re-check postponed
+    assert limits.counts() == {RESOLUTIONS_LIMIT: 1}
+
+
+def test_negative_entries_are_bounded_least_recently_used_first(tmp_path):
+    clock = Clock()
+    clock.advance(START)
+    resolver, _, service = limited(tmp_path, clock, max_negative_entries=3)
+    service.lookup("postfix", "example.com")
+    resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+    resolver.fetches[0][1].callback(POLICY)
+    for name in ("a.example", "b.example", "c.example"):
+        service.lookup("postfix", name)
+        resolver.discovers[-1][1].callback(NoStsTxt("no _mta-sts TXT record"))
+    assert service.lookup("postfix", "a.example") == NOT_FOUND      # a is now the most recently used
+    service.lookup("postfix", "d.example")
+    resolver.discovers[-1][1].callback(StsFailure(FailureType.FETCH_ERROR, "TXT lookup failed: timed out"))
+    assert service.domains_cached == 4                              # the policy + 3 negative entries
+    asked = len(resolver.discovers)
+    for name in ("a.example", "c.example", "d.example"):
+        assert service.lookup("postfix", name) == NOT_FOUND          # held: answered from memory
+    assert len(resolver.discovers) == asked
+    assert isinstance(service.lookup("postfix", "b.example"), Deferred)   # b went first
+    assert service.lookup("postfix", "example.com") == ENFORCE      # policies are never evicted (RFC 8461 §5.1)
+
+
+def test_policy_lines_postfix_cannot_parse_are_dropped_and_logged(world):
+    _, resolver, _, service, _ = world
+    hostile = parse_policy(b"version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n"
+                           b"x: } servername=evil.example {\n")
+    with capturedLogs() as events:
+        out = results([service.lookup("postfix-tlsrpt", "example.com")])
+        resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+        resolver.fetches[0][1].callback(hostile)
+    assert out[0].kind is AnswerKind.FOUND and "evil" not in out[0].text
+    assert out[0].text.count("servername=") == 1
+    assert [e["lines"] for e in events if "lines" in e] == [("x: } servername=evil.example {",)]
+    assert service.lookup("postfix", "example.com") == ENFORCE
