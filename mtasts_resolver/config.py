@@ -86,6 +86,13 @@ class MtaStsConfig:
     http_timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1))
     # RFC 8461 §3.3 suggests a size limit; 64 KiB is what other senders use.
     max_policy_bytes: int = field(default=65536, metadata=_meta(minimum=512))
+    # What comes before the body (net/limits.py): Twisted's HTTP client caps none of it.
+    # Status and header lines of the response, 1xx included; real policy hosts send < 2 KiB.
+    max_header_bytes: int = field(default=65536, metadata=_meta(minimum=1024))
+    # Header fields of one response (Python's http.client refuses more than 100 too).
+    max_headers: int = field(default=100, metadata=_meta(minimum=10))
+    # 1xx responses before the final one (RFC 9110 §15.2 allows any number; nobody sends many).
+    max_informational_responses: int = field(default=10, metadata=_meta(minimum=0))
     ca_file: str = ""  # PEM bundle to trust for policy hosts; "" is the system store
     # How old a cached answer may get before its TXT id is checked again
     # (in the background: the cached answer is still served at once).
@@ -100,13 +107,6 @@ class MtaStsConfig:
     # After a failed discovery with nothing cached, the "no policy" answer is
     # remembered this long before trying again.
     failure_ttl_s: float = field(default=30.0, metadata=_meta(minimum=0))
-    # Resolutions (DNS + policy fetch) running at once, all domains together: each
-    # holds sockets, and 1,024 fds go fast. Past it a new domain is answered TEMP
-    # (never cached, never NOTFOUND: a limit must not be a downgrade).
-    max_concurrent_resolutions: int = field(default=256, metadata=_meta(minimum=1))
-    # Domains remembered WITHOUT an MTA-STS policy (no policy, failures, DANE-only
-    # answers): least recently used forgotten first. Policies are always kept (RFC 8461 §5.1).
-    max_negative_entries: int = field(default=100000, metadata=_meta(minimum=1))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,241 @@
+"""A hostile policy host, and what the tests measure on the daemon under attack.
+
+:class:`HostileServer` is an HTTPS server for many ``mta-sts.<domain>`` names
+on one address (127.60.N.2:443), each name bound to a :data:`BEHAVIOURS`
+entry that writes raw HTTP bytes: valid policies in every framing
+(Content-Length, chunked, close-delimited) and attacks (headers that never
+end, a 1xx storm, a slow body, oversize bodies of each framing).  It counts
+the connections it holds open per name, so a test can see when the daemon
+hung up.  :func:`proc_usage` reads a process's RSS and open file
+descriptors from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .fixtures import WORLD_ID
+from .pki import TestPKI
+
+HOSTILE_POLICY_IP = f"127.60.{WORLD_ID}.2"
+
+_HEAD_OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+
+
+class _Stop(Exception):
+    """The server is stopping or the client hung up: end the behaviour."""
+
+
+@dataclass
+class _Peer:
+    sock: ssl.SSLSocket
+    stopping: threading.Event
+
+    def send(self, data: bytes) -> None:
+        if self.stopping.is_set():
+            raise _Stop
+        try:
+            self.sock.sendall(data)
+        except (OSError, ssl.SSLError):
+            raise _Stop from None
+
+    def pause(self, seconds: float) -> None:
+        if self.stopping.wait(seconds):
+            raise _Stop
+
+
+Behaviour = Callable[[_Peer, bytes], None]   # (peer, policy body)
+
+
+def content_length(peer: _Peer, body: bytes) -> None:
+    peer.send(_HEAD_OK + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+
+
+def chunked(peer: _Peer, body: bytes) -> None:
+    peer.send(_HEAD_OK + b"Transfer-Encoding: chunked\r\n\r\n")
+    for i in range(0, len(body), 7):   # small chunks: framing the client must reassemble
+        part = body[i:i + 7]
+        peer.send(b"%x\r\n%s\r\n" % (len(part), part))
+    peer.send(b"0\r\n\r\n")
+
+
+def close_delimited(peer: _Peer, body: bytes) -> None:
+    """HTTP/1.0 style: no length, the body ends when the connection does (RFC 9112 §6.3 item 8)."""
+    peer.send(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body)
+
+
+def endless_headers(peer: _Peer, body: bytes) -> None:
+    peer.send(_HEAD_OK)
+    line = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+    while True:
+        peer.send(line * 16)
+
+
+def informational_storm(peer: _Peer, body: bytes) -> None:
+    while True:
+        peer.send(b"HTTP/1.1 100 Continue\r\n\r\n" * 256)
+
+
+def slow_body(peer: _Peer, body: bytes) -> None:
+    peer.send(_HEAD_OK + b"Content-Length: %d\r\n\r\n" % len(body))
+    for byte in body:
+        peer.send(bytes([byte]))
+        peer.pause(0.5)
+
+
+def _endless(peer: _Peer) -> None:
+    block = b"# " + b"x" * 8189 + b"\n"
+    while True:
+        peer.send(block)
+
+
+def oversize_content_length(peer: _Peer, body: bytes) -> None:
+    peer.send(_HEAD_OK + b"Content-Length: %d\r\n\r\n" % (1 << 30) + body)
+    _endless(peer)
+
+
+def oversize_undeclared_content_length(peer: _Peer, body: bytes) -> None:
+    """Announces a small body, which the client takes, then keeps sending: ignored after the length."""
+    peer.send(_HEAD_OK + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    _endless(peer)
+
+
+def oversize_chunked(peer: _Peer, body: bytes) -> None:
+    peer.send(_HEAD_OK + b"Transfer-Encoding: chunked\r\n\r\n")
+    block = b"x" * 8192
+    while True:
+        peer.send(b"%x\r\n%s\r\n" % (len(block), block))
+
+
+def oversize_close_delimited(peer: _Peer, body: bytes) -> None:
+    peer.send(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body)
+    _endless(peer)
+
+
+BEHAVIOURS: dict[str, Behaviour] = {f.__name__.replace("_", "-"): f for f in (
+    content_length, chunked, close_delimited, endless_headers, informational_storm, slow_body,
+    oversize_content_length, oversize_chunked, oversize_close_delimited)}
+
+
+class HostileServer:
+    """HTTPS on HOSTILE_POLICY_IP:443; ``set(host, behaviour, body)`` decides what ``host`` gets."""
+
+    def __init__(self, pki: TestPKI, address: str = HOSTILE_POLICY_IP, port: int = 443) -> None:
+        self.pki = pki
+        self.address, self.port = address, port
+        self._routes: dict[str, tuple[Behaviour, bytes]] = {}
+        self._open: Counter[str] = Counter()
+        self._served: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._listener: socket.socket | None = None
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert, key = pki.write_cert("hostile.invalid")
+        self._context.load_cert_chain(str(cert), str(key))
+        self._context.sni_callback = self._on_sni
+
+    def set(self, host: str, behaviour: str, body: bytes = b"") -> None:
+        self.pki.server_context(host)   # issue the certificate outside a handshake
+        with self._lock:
+            self._routes[host] = (BEHAVIOURS[behaviour], body)
+
+    def open_connections(self, host: str) -> int:
+        """Connections for ``host`` whose client has not hung up yet."""
+        with self._lock:
+            return self._open[host]
+
+    def served(self, host: str) -> int:
+        with self._lock:
+            return self._served[host]
+
+    def wait_closed(self, host: str, timeout_s: float) -> float | None:
+        """Seconds until ``host`` has no open connection, None if that takes longer than ``timeout_s``."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            if self.open_connections(host) == 0:
+                return time.monotonic() - start
+            time.sleep(0.05)
+        return None
+
+    def _on_sni(self, sslsock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        if name:
+            sslsock.context = self.pki.server_context(name)
+            sslsock.world_sni = name  # type: ignore[union-attr]   # server_hostname is None on a server
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._listener = socket.create_server((self.address, self.port), reuse_port=False, backlog=256)
+        self._listener.settimeout(0.2)
+        threading.Thread(target=self._accept, name="hostile-accept", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def __enter__(self) -> HostileServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept(self) -> None:
+        listener = self._listener
+        while not self._stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(30)
+        try:
+            tls = self._context.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            conn.close()
+            return
+        host = getattr(tls, "world_sni", "")
+        with self._lock:
+            self._open[host] += 1
+            self._served[host] += 1
+            route = self._routes.get(host)
+        try:
+            request = b""
+            while b"\r\n\r\n" not in request and len(request) < 65536:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            if route is not None:
+                route[0](_Peer(tls, self._stopping), route[1])   # then close: close-delimited needs it
+        except (_Stop, OSError, ssl.SSLError):
+            pass
+        finally:
+            with self._lock:
+                self._open[host] -= 1
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+
+def proc_usage(pid: int) -> tuple[int, int]:
+    """(RSS in bytes, open file descriptors) of a process, from /proc."""
+    rss_kb = 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                rss_kb = int(line.split()[1])
+    return rss_kb * 1024, len(os.listdir(f"/proc/{pid}/fd"))
