@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,50 @@ class ConfigError(Exception):
         return f"Error in configuration{where}: {self.args[0]}"
 
 
-def _meta(*, minimum: float | None = None, choices: tuple[str, ...] | None = None, doc: str = "") -> dict:
-    return {"minimum": minimum, "choices": choices, "doc": doc}
+def _meta(*, minimum: float | None = None, choices: tuple[str, ...] | None = None, octal: bool = False,
+          doc: str = "") -> dict:
+    """``octal``: an int field written in the file as an octal string (``mode = "0660"``)."""
+    return {"minimum": minimum, "choices": choices, "octal": octal, "doc": doc}
+
+
+MAX_FILE_MODE = 0o7777
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A TCP address, parsed once at load from ``HOST:PORT`` (``[::1]:8461`` for IPv6)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, path: str = "") -> HostPort:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"expected HOST:PORT, got {text!r}", path)
+        return cls(host.removeprefix("[").removesuffix("]"), int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """Where and how to make one socket: a UNIX path with its mode, owner and group, or a TCP address.
+
+    Every socket the daemon makes (listeners, the libtlsrpt collector, the
+    Exim event socket) is described by one of these and made by
+    :mod:`mtasts_resolver.net.sockets`, so all of them take the same settings.
+    """
+
+    path: str = ""                  # UNIX socket file
+    address: HostPort | None = None  # or a TCP address
+    mode: int = 0o660               # permissions of the socket file
+    owner: str = ""                 # user / group of the socket file ("" leaves it alone)
+    group: str = ""
+
+    def __str__(self) -> str:
+        return self.path or str(self.address)
 
 
 @dataclass(frozen=True)
@@ -55,9 +98,9 @@ class DaemonConfig:
 class ListenConfig:
     # readsocket: one lookup per connection, for Exim's ${readsocket} (contrib/exim).
     protocol: str = field(default="socketmap", metadata=_meta(choices=("socketmap", "tcp_table", "readsocket")))
-    tcp: str = ""           # "HOST:PORT", IPv6 as "[::1]:8461"
+    tcp: HostPort | None = None   # "HOST:PORT" in the file, IPv6 as "[::1]:8461"
     unix: str = ""          # path of a UNIX stream socket
-    mode: str = "0660"      # octal permissions of the UNIX socket
+    mode: int = field(default=0o660, metadata=_meta(octal=True))   # permissions of the UNIX socket, "0660"
     owner: str = ""         # user / group of the UNIX socket ("" leaves it alone)
     group: str = ""
     # tcp_table and readsocket carry no map name; lookups on this listener use this one.
@@ -66,10 +109,14 @@ class ListenConfig:
     # connections after 100 s (socketmap_table(5)); a little more lets it.
     idle_timeout_s: float = field(default=110.0, metadata=_meta(minimum=1))
 
+    @property
+    def socket(self) -> SocketSpec:
+        return SocketSpec(self.unix, self.tcp, self.mode, self.owner, self.group)
+
 
 DEFAULT_LISTENERS = (
-    ListenConfig(protocol="socketmap", tcp="127.0.0.1:8461"),
-    ListenConfig(protocol="tcp_table", tcp="127.0.0.1:8462"),
+    ListenConfig(protocol="socketmap", tcp=HostPort("127.0.0.1", 8461)),
+    ListenConfig(protocol="tcp_table", tcp=HostPort("127.0.0.1", 8462)),
 )
 
 
@@ -107,6 +154,13 @@ class MtaStsConfig:
     # After a failed discovery with nothing cached, the "no policy" answer is
     # remembered this long before trying again.
     failure_ttl_s: float = field(default=30.0, metadata=_meta(minimum=0))
+    # Resolutions (DNS + policy fetch) running at once, all domains together: each
+    # holds sockets, and 1,024 fds go fast. Past it a new domain is answered TEMP
+    # (never cached, never NOTFOUND: a limit must not be a downgrade).
+    max_concurrent_resolutions: int = field(default=256, metadata=_meta(minimum=1))
+    # Domains remembered WITHOUT an MTA-STS policy (no policy, failures, DANE-only
+    # answers): least recently used forgotten first. Policies are always kept (RFC 8461 §5.1).
+    max_negative_entries: int = field(default=100000, metadata=_meta(minimum=1))
 
 
 @dataclass(frozen=True)
@@ -149,14 +203,17 @@ class TlsrptConfig:
     # -- outcome feeds (all off by default; the daemon's own outcomes are always spooled)
     # UNIX datagram socket for libtlsrpt (Postfix >= 3.10 smtp_tlsrpt_socket_name).
     collector_socket: str = ""
-    collector_socket_mode: str = "0660"
+    collector_socket_mode: int = field(default=0o660, metadata=_meta(octal=True))
+    collector_socket_owner: str = ""
     collector_socket_group: str = ""     # e.g. "postfix", so smtp(8) may write
     # Asked for with SO_RCVBUFFORCE (root) or SO_RCVBUF; see collector.py about max_dgram_qlen.
     collector_rcvbuf_bytes: int = field(default=8 * 1024 * 1024, metadata=_meta(minimum=65536))
     postfix_log: str = ""                # Postfix 3.7-3.9 log file to follow, or "journal"
     exim_log: str = ""                   # Exim main log to follow
     exim_event_socket: str = ""          # UNIX stream socket for Exim event_action readsocket
-    exim_event_socket_mode: str = "0660"
+    exim_event_socket_mode: int = field(default=0o660, metadata=_meta(octal=True))
+    exim_event_socket_owner: str = ""
+    exim_event_socket_group: str = ""
     log_poll_interval_s: float = field(default=1.0, metadata=_meta(minimum=0.05))
     # Outcomes are committed this often: the most a kill -9 can lose.
     spool_flush_interval_s: float = field(default=0.2, metadata=_meta(minimum=0.01))
@@ -171,7 +228,7 @@ class TlsrptConfig:
     dkim_key_file: str = ""              # PEM private key; its public half at SELECTOR._domainkey.SUBMITTER
     mail_submission: str = field(default="sendmail", metadata=_meta(choices=("sendmail", "smtp")))
     sendmail_command: tuple[str, ...] = ("/usr/sbin/sendmail", "-i")   # "-f FROM -- RCPT" is appended
-    smtp_server: str = "127.0.0.1:25"    # for mail_submission = "smtp"
+    smtp_server: HostPort = HostPort("127.0.0.1", 25)   # for mail_submission = "smtp"
     https_ignore_cert_errors: bool = True   # RFC 8460 §3: submitters MAY ignore certificate errors
     ca_file: str = ""                    # PEM bundle for https rua hosts; "": the system store
     delivery_timeout_s: float = field(default=60.0, metadata=_meta(minimum=1))
@@ -185,6 +242,16 @@ class TlsrptConfig:
     @property
     def submitter_domain(self) -> str:
         return self.submitter or self.contact_info.rpartition("@")[2]
+
+    @property
+    def collector_spec(self) -> SocketSpec:
+        return SocketSpec(self.collector_socket, None, self.collector_socket_mode, self.collector_socket_owner,
+                          self.collector_socket_group)
+
+    @property
+    def exim_event_spec(self) -> SocketSpec:
+        return SocketSpec(self.exim_event_socket, None, self.exim_event_socket_mode, self.exim_event_socket_owner,
+                          self.exim_event_socket_group)
 
 
 @dataclass(frozen=True)
@@ -229,6 +296,8 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:   # TOML is UTF-8 (toml.io); tomllib lets the decoder's error through
+        raise ConfigError(f"{path} is not UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}") from None
     return config_from_dict(data)
 
 
@@ -257,6 +326,14 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 def _convert(hint: Any, value: Any, path: str, meta: typing.Mapping[str, Any]) -> Any:
     origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):   # "X | None": TOML has no null, so a value is an X
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if hint is HostPort:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected HOST:PORT, got {value!r}", path)
+        return HostPort.parse(value, path)
+    if meta.get("octal"):
+        return _octal_mode(value, path)
     if origin is tuple:
         item_type = typing.get_args(hint)[0]
         if not isinstance(value, list):
@@ -290,35 +367,26 @@ def _check_listeners(listeners: tuple[ListenConfig, ...]) -> None:
         raise ConfigError("at least one listener is needed", "listen")
     for index, listener in enumerate(listeners):
         where = f"listen[{index}]"
-        if bool(listener.tcp) == bool(listener.unix):
+        if (listener.tcp is None) == (not listener.unix):
             raise ConfigError("set exactly one of tcp or unix", where)
-        if listener.tcp:
-            parse_host_port(listener.tcp, f"{where}.tcp")
-        try:
-            int(listener.mode, 8)
-        except ValueError:
-            raise ConfigError(f"not an octal mode: {listener.mode!r}", f"{where}.mode") from None
 
 
 def _check_tlsrpt(tlsrpt: TlsrptConfig) -> None:
-    for name in ("collector_socket_mode", "exim_event_socket_mode"):
-        try:
-            int(getattr(tlsrpt, name), 8)
-        except ValueError:
-            raise ConfigError(f"not an octal mode: {getattr(tlsrpt, name)!r}", f"tlsrpt.{name}") from None
     if tlsrpt.contact_info and "@" not in tlsrpt.contact_info:
         raise ConfigError("expected an email address", "tlsrpt.contact_info")
     if not tlsrpt.sendmail_command:
         raise ConfigError("expected the sendmail program and its options", "tlsrpt.sendmail_command")
-    parse_host_port(tlsrpt.smtp_server, "tlsrpt.smtp_server")
 
 
-def parse_host_port(text: str, path: str = "") -> tuple[str, int]:
-    """``127.0.0.1:8461`` or ``[::1]:8461`` → (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"expected HOST:PORT, got {text!r}", path)
-    return host.removeprefix("[").removesuffix("]"), int(port)
+def _octal_mode(value: Any, path: str) -> int:
+    """``"0660"`` → 0o660: file modes are written as octal strings, as for chmod(1)."""
+    try:
+        mode = int(value, 8) if isinstance(value, str) else -1
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= MAX_FILE_MODE:
+        raise ConfigError(f"not an octal mode such as \"0660\": {value!r}", path)
+    return mode
 
 
 def _join(path: str, key: str) -> str:

@@ -27,7 +27,8 @@ from mtasts_resolver.config import Config, ListenConfig
 from mtasts_resolver.net.dane_resolver import DaneResolver
 from mtasts_resolver.net.dns import ConfiguredResolver, DnsClient
 from mtasts_resolver.net.dnssec_probe import ValidationProbe
-from mtasts_resolver.net.sts_fetch import PolicyFetcher, trust_root
+from mtasts_resolver.net.sts_fetch import PolicyFetcher
+from mtasts_resolver.net.tls import trust_root
 from mtasts_resolver.app.logs import set_level
 from mtasts_resolver.protocols import LiveConnections
 from mtasts_resolver.protocols.readsocket import ReadsocketFactory
@@ -40,7 +41,8 @@ from mtasts_resolver.net.sts_resolver import StsResolver
 from mtasts_resolver.tlsrpt.feeds.services import SpoolService, feed_services, policy_lookup
 from mtasts_resolver.tlsrpt.feeds.resolution import resolution_sink
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
-from mtasts_resolver.app.workers import bind, inherited_fds, worker_index
+from mtasts_resolver.app.workers import inherited_fds, worker_index
+from mtasts_resolver.net.sockets import stream_listener
 
 log = Logger()
 
@@ -115,12 +117,12 @@ class ListenerService(Service):
 
 
 def _endpoint(reactor, listen: ListenConfig, inherited_fd: int | None) -> IStreamServerEndpoint:
-    """Every listener is a socket from :func:`workers.bind`, adopted by the reactor.
+    """Every listener is a socket from :func:`net.sockets.stream_listener`, adopted by the reactor.
 
     Binding with the socket module here, or in the parent of a worker pool,
     gives one code path for both (socket file mode and owner included).
     """
-    sock = socket.socket(fileno=inherited_fd) if inherited_fd is not None else bind(listen)
+    sock = socket.socket(fileno=inherited_fd) if inherited_fd is not None else stream_listener(listen.socket)
     family = sock.family
     return AdoptedStreamServerEndpoint(reactor, sock.detach(), family)
 

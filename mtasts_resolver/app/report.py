@@ -7,7 +7,7 @@ import sys
 
 from mtasts_resolver.config import Config
 from mtasts_resolver.net.dns import ConfiguredResolver, DnsClient
-from mtasts_resolver.net.sts_fetch import trust_root
+from mtasts_resolver.net.tls import trust_root
 from mtasts_resolver.app.logs import start_logging
 from mtasts_resolver.store import StoreError, open_store
 from mtasts_resolver.tlsrpt.report.deliver import HttpsPoster, MailSubmitter

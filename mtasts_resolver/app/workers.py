@@ -14,13 +14,10 @@ once per worker.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import select
 import signal
 import socket
-import stat
 import struct
 import subprocess
 import sys
@@ -30,12 +27,12 @@ from pathlib import Path
 
 import sdnotify
 
-from mtasts_resolver.config import Config, ListenConfig, parse_host_port
+from mtasts_resolver.config import Config
+from mtasts_resolver.net.sockets import UnknownOwner, stream_listener
 
 LISTEN_FDS_ENV = "MTASTS_RESOLVER_LISTEN_FDS"   # "fd,fd,...", one per configured listener
 WORKER_INDEX_ENV = "MTASTS_RESOLVER_WORKER"     # 0 .. N-1
 WORKER_READY_TIMEOUT_S = 60.0
-LISTEN_BACKLOG = 1024
 
 
 def inherited_fds() -> list[int] | None:
@@ -53,39 +50,6 @@ def worker_index() -> int:
     return int(os.environ.get(WORKER_INDEX_ENV, "0"))
 
 
-def remove_stale_socket(path: str) -> None:
-    """A socket file left by a killed daemon would make bind() fail."""
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def chown_socket(listen: ListenConfig) -> None:
-    if listen.owner or listen.group:
-        uid = pwd.getpwnam(listen.owner).pw_uid if listen.owner else -1
-        gid = grp.getgrnam(listen.group).gr_gid if listen.group else -1
-        os.chown(listen.unix, uid, gid)
-
-
-def bind(listen: ListenConfig) -> socket.socket:
-    """A listening socket for one listener, as the daemon itself would create it."""
-    if listen.unix:
-        remove_stale_socket(listen.unix)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(listen.unix)
-        os.chmod(listen.unix, int(listen.mode, 8))
-        chown_socket(listen)
-    else:
-        host, port = parse_host_port(listen.tcp)
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    sock.listen(LISTEN_BACKLOG)
-    return sock
-
-
 class WorkerPool:
     def __init__(self, config: Config, argv: list[str]) -> None:
         self._config = config
@@ -96,8 +60,8 @@ class WorkerPool:
 
     def run(self) -> int:
         try:
-            sockets = [bind(listen) for listen in self._config.listen]
-        except OSError as exc:
+            sockets = [stream_listener(listen.socket) for listen in self._config.listen]
+        except (OSError, UnknownOwner) as exc:
             print(f"cannot listen: {exc}", file=sys.stderr)
             return 1
         with tempfile.TemporaryDirectory(prefix="mtasts-workers-") as tmp:

@@ -14,7 +14,6 @@ fetch's connection is closed the moment the fetch ends, however it ends.
 
 from __future__ import annotations
 
-from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectingCancelledError, DNSLookupError
@@ -28,23 +27,11 @@ from twisted.web.iweb import IResponse
 from mtasts_resolver.config import MtaStsConfig
 from mtasts_resolver.limits import LIMITS
 from mtasts_resolver.net.limits import CappedConnections, HeaderLimits
+from mtasts_resolver.net.tls import tls_errors
 from mtasts_resolver.policy.model import FailureType, StsFailure
 from mtasts_resolver.policy.sts import media_type_ok
 
 POLICY_PATH = "/.well-known/mta-sts.txt"  # RFC 8461 §3.3
-
-
-def trust_root(ca_file: str) -> ssl.IOpenSSLTrustRoot:
-    """The system's trust store, or every certificate of a PEM bundle."""
-    if not ca_file:
-        return ssl.platformTrust()
-    with open(ca_file, "rb") as handle:
-        pem = handle.read()
-    marker = b"-----END CERTIFICATE-----"
-    blocks = [block + marker for block in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
-    if not blocks:
-        raise ValueError(f"no certificate in {ca_file}")
-    return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(block) for block in blocks])
 
 
 class _FetchFailed(Exception):
@@ -155,15 +142,3 @@ class PolicyFetcher:
             return StsFailure(FailureType.FETCH_ERROR, f"{url}: connection timed out")
         return StsFailure(FailureType.FETCH_ERROR, f"{url}: {failure.getErrorMessage() or failure.type.__name__}")
 
-
-def tls_errors(failure: Failure) -> list[BaseException]:
-    """The TLS errors inside a failure, unwrapping Agent's ResponseFailed/RequestNotSent lists."""
-    found: list[BaseException] = []
-    pending: list[BaseException] = [failure.value]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, SSL.Error) or type(exc).__name__ in ("VerificationError", "CertificateError"):
-            found.append(exc)
-        for inner in getattr(exc, "reasons", []) or []:
-            pending.append(inner.value if isinstance(inner, Failure) else inner)
-    return found

@@ -13,8 +13,6 @@ reactor cannot stall it for the default 5 ms.
 
 from __future__ import annotations
 
-import grp
-import os
 import socket
 import sys
 import threading
@@ -24,10 +22,11 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
+from mtasts_resolver.config import SocketSpec
+from mtasts_resolver.net.sockets import unix_datagram
 from mtasts_resolver.tlsrpt.feeds.datagram import MAX_DATAGRAM_BYTES, DatagramError, parse_datagram
 from mtasts_resolver.tlsrpt.model import utc_day
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
-from mtasts_resolver.app.workers import remove_stale_socket
 
 READER_SWITCH_INTERVAL_S = 0.0005  # CPython's GIL switch interval (sys.setswitchinterval), default 0.005
 READER_POLL_S = 0.25               # how often the reader thread checks whether to stop
@@ -38,13 +37,11 @@ PARSED_CACHE_ENTRIES = 10000       # distinct datagrams remembered (each a few h
 class DatagramCollector(Service):
     log = Logger()
 
-    def __init__(self, reactor: IReactorFromThreads, spool: OutcomeSpool, path: str, mode: int,
-                 group: str, rcvbuf_bytes: int) -> None:
+    def __init__(self, reactor: IReactorFromThreads, spool: OutcomeSpool, spec: SocketSpec,
+                 rcvbuf_bytes: int) -> None:
         self._reactor = reactor
         self._spool = spool
-        self.path = path
-        self._mode = mode
-        self._group = group
+        self._spec = spec
         self._rcvbuf_bytes = rcvbuf_bytes
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -61,20 +58,15 @@ class DatagramCollector(Service):
 
     def startService(self) -> None:
         super().startService()
-        remove_stale_socket(self.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock = unix_datagram(self._spec)
         _set_rcvbuf(sock, self._rcvbuf_bytes)
-        sock.bind(self.path)
-        os.chmod(self.path, self._mode)
-        if self._group:
-            os.chown(self.path, -1, grp.getgrnam(self._group).gr_gid)
         sock.settimeout(READER_POLL_S)
         self._sock = sock
         sys.setswitchinterval(min(sys.getswitchinterval(), READER_SWITCH_INTERVAL_S))
         self._stopping.clear()
         self._thread = threading.Thread(target=self._read_loop, name="tlsrpt-collector", daemon=True)
         self._thread.start()
-        self.log.info("collecting TLSRPT datagrams on {path} (max_dgram_qlen {qlen})", path=self.path,
+        self.log.info("collecting TLSRPT datagrams on {path} (max_dgram_qlen {qlen})", path=self._spec.path,
                       qlen=_max_dgram_qlen())
 
     def stopService(self) -> None:

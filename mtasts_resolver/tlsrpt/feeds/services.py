@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
-from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 
-from mtasts_resolver.config import TlsrptConfig
+from mtasts_resolver.config import SocketSpec, TlsrptConfig
+from mtasts_resolver.net.sockets import stream_listener
 from mtasts_resolver.policy.model import CachedPolicy, Mode
 from mtasts_resolver.tlsrpt.feeds.collector import DatagramCollector
 from mtasts_resolver.tlsrpt.feeds.exim_events import EximEventFactory, EximLogCorrelator
@@ -22,7 +23,6 @@ from mtasts_resolver.tlsrpt.feeds.logfollow import FileFollower, JournalFollower
 from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, sts_report_policy
 from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
-from mtasts_resolver.app.workers import remove_stale_socket
 
 POSTFIX_FEED = "postfix-log"
 EXIM_FEED = "exim-log"
@@ -67,12 +67,17 @@ class JournalService(Service):
 
 
 class _UnixStreamService(StreamServerEndpointService):
-    def __init__(self, reactor, path: str, mode: int, factory) -> None:
-        super().__init__(UNIXServerEndpoint(reactor, path, mode=mode, wantPID=False), factory)
-        self._path = path
+    """A UNIX stream socket bound when the service starts (Twisted removes the file when it stops)."""
+
+    def __init__(self, reactor, spec: SocketSpec, factory) -> None:
+        super().__init__(None, factory)
+        self._reactor = reactor
+        self._spec = spec
 
     def privilegedStartService(self) -> None:
-        remove_stale_socket(self._path)
+        sock = stream_listener(self._spec)
+        family = sock.family
+        self.endpoint = AdoptedStreamServerEndpoint(self._reactor, sock.detach(), family)
         super().privilegedStartService()
 
 
@@ -81,9 +86,7 @@ def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
     services: list[Service] = []
     ip = settings.sending_mta_ip
     if settings.collector_socket:
-        services.append(DatagramCollector(reactor, spool, settings.collector_socket,
-                                          int(settings.collector_socket_mode, 8), settings.collector_socket_group,
-                                          settings.collector_rcvbuf_bytes))
+        services.append(DatagramCollector(reactor, spool, settings.collector_spec, settings.collector_rcvbuf_bytes))
     if settings.postfix_log:
         postfix = PostfixLogCorrelator(policy_for, ip)
         if settings.postfix_log == JOURNAL:
@@ -97,7 +100,6 @@ def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
                                      EximLogCorrelator(policy_for, ip).feed, settings.log_poll_interval_s,
                                      store.feed_cursor(EXIM_FEED)))
     if settings.exim_event_socket:
-        services.append(_UnixStreamService(reactor, settings.exim_event_socket,
-                                           int(settings.exim_event_socket_mode, 8),
+        services.append(_UnixStreamService(reactor, settings.exim_event_spec,
                                            EximEventFactory(spool, policy_for, ip, reactor)))
     return services

@@ -26,8 +26,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from mtasts_resolver.config import parse_host_port
-from mtasts_resolver.net.sts_fetch import tls_errors
+from mtasts_resolver.config import HostPort
+from mtasts_resolver.net.tls import tls_errors
 from mtasts_resolver.tlsrpt.report.mail import REPORT_MEDIA_TYPE
 
 HTTPS_SUCCESS_CODES = (200, 201)   # RFC 8460 §5.4
@@ -41,19 +41,18 @@ class DeliveryFailed(Exception):
 class MailSubmitter:
     """Hands a mail to the local MTA: ``sendmail`` binary, or SMTP to HOST:PORT."""
 
-    def __init__(self, method: str, sendmail_command: Sequence[str], smtp_server: str, timeout_s: float) -> None:
+    def __init__(self, method: str, sendmail_command: Sequence[str], smtp_server: HostPort, timeout_s: float) -> None:
         self._method, self._command, self._timeout_s = method, list(sendmail_command), timeout_s
-        self._smtp = parse_host_port(smtp_server, "tlsrpt.smtp_server")
+        self._smtp = smtp_server
 
     async def submit(self, mail_from: str, rcpt: str, message: bytes) -> str:
         if self._method == "smtp":
-            host, port = self._smtp
             try:
-                await smtp_sendmail(host, mail_from, [rcpt], message, port=port, requireAuthentication=False,
-                                    requireTransportSecurity=False)
+                await smtp_sendmail(self._smtp.host, mail_from, [rcpt], message, port=self._smtp.port,
+                                    requireAuthentication=False, requireTransportSecurity=False)
             except Exception as exc:  # twisted.mail raises SMTPClientError and connection errors alike
-                raise DeliveryFailed(f"SMTP submission to {host}:{port}: {exc}") from exc
-            return f"submitted over SMTP to {host}:{port}"
+                raise DeliveryFailed(f"SMTP submission to {self._smtp}: {exc}") from exc
+            return f"submitted over SMTP to {self._smtp}"
         argv = [*self._command, "-f", mail_from, "--", rcpt]
         local = message.replace(b"\r\n", b"\n")  # sendmail(1) input uses the local line ending
         try:

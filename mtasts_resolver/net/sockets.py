@@ -1,0 +1,103 @@
+"""The one place the daemon makes its sockets, from a :class:`~mtasts_resolver.config.SocketSpec`.
+
+Listeners (socketmap, tcp_table, readsocket), the libtlsrpt datagram
+collector and the Exim event socket all come from here, so a UNIX socket
+file gets the same treatment whoever asks for it: a stale file left by a
+killed daemon is removed, then the socket is bound and given its mode,
+owner and group before anyone can connect (``listen()`` comes last).
+Plain ``socket`` module sockets: a worker pool's parent binds them without
+a reactor, and the reactor adopts them (``AdoptedStreamServerEndpoint``).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import stat
+
+from mtasts_resolver.config import SocketSpec
+
+LISTEN_BACKLOG = 1024   # listen(2) backlog; the kernel caps it at net.core.somaxconn
+
+
+class UnknownOwner(KeyError):
+    """The owner or group named for a socket file does not exist: a configuration mistake, not the system's.
+
+    A KeyError, as ``pwd``/``grp`` raise, so callers tell it from the
+    ``OSError`` of a socket the system refuses.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def remove_stale_socket(path: str) -> None:
+    """A socket file left by a killed daemon would make bind() fail; other files are left alone."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def stream_listener(spec: SocketSpec, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """A listening TCP or UNIX stream socket.
+
+    Raises :class:`UnknownOwner` or the ``OSError`` of bind(2), chmod(2), chown(2).
+    """
+    if spec.address is not None:
+        host = spec.address.host
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, spec.address.port))
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    sock = _unix_bound(spec, socket.SOCK_STREAM)
+    sock.listen(backlog)
+    return sock
+
+
+def unix_datagram(spec: SocketSpec) -> socket.socket:
+    """A bound UNIX datagram socket (the libtlsrpt collector's); raises as :func:`stream_listener`."""
+    return _unix_bound(spec, socket.SOCK_DGRAM)
+
+
+def _unix_bound(spec: SocketSpec, kind: int) -> socket.socket:
+    if not spec.path:
+        raise ValueError(f"a UNIX socket needs a path, got {spec!r}")
+    uid, gid = _owner_ids(spec)   # an unknown name fails before anything is created
+    remove_stale_socket(spec.path)
+    sock = socket.socket(socket.AF_UNIX, kind)
+    try:
+        sock.bind(spec.path)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        os.chmod(spec.path, spec.mode)
+        if uid != -1 or gid != -1:
+            os.chown(spec.path, uid, gid)
+    except BaseException:
+        sock.close()
+        os.unlink(spec.path)   # ours, just made: no half-configured socket file stays behind
+        raise
+    return sock
+
+
+def _owner_ids(spec: SocketSpec) -> tuple[int, int]:
+    """The uid and gid to give the socket file; -1 leaves that one alone (chown(2))."""
+    try:
+        uid = pwd.getpwnam(spec.owner).pw_uid if spec.owner else -1
+    except KeyError:
+        raise UnknownOwner(f"{spec.path}: no user named {spec.owner!r}") from None
+    try:
+        gid = grp.getgrnam(spec.group).gr_gid if spec.group else -1
+    except KeyError:
+        raise UnknownOwner(f"{spec.path}: no group named {spec.group!r}") from None
+    return uid, gid
