@@ -35,7 +35,10 @@ class ConfigError(Exception):
 
 def _meta(*, minimum: float | None = None, choices: tuple[str, ...] | None = None, octal: bool = False,
           doc: str = "") -> dict:
-    """``octal``: an int field written in the file as an octal string (``mode = "0660"``)."""
+    """``octal``: an int field written in the file as an octal string (``mode = "0660"``).
+
+    ``doc`` is what the key means, for the README's reference (scripts/config-reference writes it).
+    """
     return {"minimum": minimum, "choices": choices, "octal": octal, "doc": doc}
 
 
@@ -81,33 +84,40 @@ class SocketSpec:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    log_level: str = field(default="info", metadata=_meta(choices=("debug", "info", "warn", "error")))
-    # Where the SQLite cache lives; "" picks $STATE_DIRECTORY (systemd),
-    # /var/lib/mtasts-resolver when writable, else ~/.local/state/mtasts-resolver.
-    state_dir: str = ""
-    # Worker processes sharing the listeners (one core each); see workers.py.
-    workers: int = field(default=1, metadata=_meta(minimum=1))
-    # On SIGTERM (and for listeners a SIGHUP removes), wait this long for
-    # lookups in flight to be answered before dropping their connections.
-    # Covers one DNS timeout plus one policy fetch at the defaults; keep it
-    # below the unit's TimeoutStopSec (packaging/systemd, 30 s).
-    drain_timeout_s: float = field(default=20.0, metadata=_meta(minimum=0))
+    """The process: logging, where its state lives, workers, shutdown."""
+
+    log_level: str = field(default="info", metadata=_meta(choices=("debug", "info", "warn", "error"),
+        doc="Least severe messages logged (to stderr: the journal under systemd)."))
+    state_dir: str = field(default="", metadata=_meta(
+        doc="Where the SQLite cache lives. \"\": $STATE_DIRECTORY (systemd), /var/lib/mtasts-resolver when writable, else "
+            "~/.local/state/mtasts-resolver."))
+    workers: int = field(default=1, metadata=_meta(minimum=1,
+        doc="Processes serving the same listening sockets, one core each (app/workers.py, README \"Performance\")."))
+    drain_timeout_s: float = field(default=20.0, metadata=_meta(minimum=0,
+        doc="On SIGTERM (and for listeners a SIGHUP removes), wait this long for lookups in flight to be answered before "
+            "dropping their connections. Covers one DNS timeout plus one policy fetch at the defaults; keep it below the "
+            "unit's TimeoutStopSec (30 s)."))
 
 
 @dataclass(frozen=True)
 class ListenConfig:
-    # readsocket: one lookup per connection, for Exim's ${readsocket} (contrib/exim).
-    protocol: str = field(default="socketmap", metadata=_meta(choices=("socketmap", "tcp_table", "readsocket")))
-    tcp: HostPort | None = None   # "HOST:PORT" in the file, IPv6 as "[::1]:8461"
-    unix: str = ""          # path of a UNIX stream socket
-    mode: int = field(default=0o660, metadata=_meta(octal=True))   # permissions of the UNIX socket, "0660"
-    owner: str = ""         # user / group of the UNIX socket ("" leaves it alone)
-    group: str = ""
-    # tcp_table and readsocket carry no map name; lookups on this listener use this one.
-    map_name: str = "postfix"
-    # Close connections idle this long. Postfix drops idle socketmap
-    # connections after 100 s (socketmap_table(5)); a little more lets it.
-    idle_timeout_s: float = field(default=110.0, metadata=_meta(minimum=1))
+    """One listening socket and the protocol spoken on it."""
+
+    protocol: str = field(default="socketmap", metadata=_meta(choices=("socketmap", "tcp_table", "readsocket"),
+        doc="socketmap and tcp_table for Postfix; readsocket (one lookup per connection) for Exim's ${readsocket} "
+            "(contrib/exim)."))
+    tcp: HostPort | None = field(default=None, metadata=_meta(
+        doc="\"HOST:PORT\" to listen on, IPv6 as \"[::1]:8461\". Set exactly one of tcp and unix."))
+    unix: str = field(default="", metadata=_meta(doc="Path of a UNIX stream socket to listen on instead of tcp."))
+    mode: int = field(default=0o660, metadata=_meta(octal=True, doc="Octal permissions of the UNIX socket."))
+    owner: str = field(default="", metadata=_meta(doc="User owning the UNIX socket; \"\" leaves it alone."))
+    group: str = field(default="", metadata=_meta(
+        doc="Group of the UNIX socket (e.g. \"postfix\"); \"\" leaves it alone."))
+    map_name: str = field(default="postfix", metadata=_meta(
+        doc="tcp_table and readsocket requests carry no map name: lookups on this listener use this one."))
+    idle_timeout_s: float = field(default=110.0, metadata=_meta(minimum=1,
+        doc="Close connections idle this long. Postfix drops idle socketmap connections after 100 s (socketmap_table(5));"
+            " a little more lets it."))
 
     @property
     def socket(self) -> SocketSpec:
@@ -122,122 +132,165 @@ DEFAULT_LISTENERS = (
 
 @dataclass(frozen=True)
 class DnsConfig:
-    nameservers: tuple[str, ...] = ()   # empty: the nameservers of /etc/resolv.conf
-    port: int = field(default=53, metadata=_meta(minimum=1))
-    timeout_s: float = field(default=5.0, metadata=_meta(minimum=0.1))
+    """The resolver every query goes to: _mta-sts TXT, the policy host's address, the DANE walk."""
+
+    nameservers: tuple[str, ...] = field(default=(), metadata=_meta(
+        doc="Resolver addresses to ask; []: those of /etc/resolv.conf. DANE needs a validating resolver on loopback."))
+    port: int = field(default=53, metadata=_meta(minimum=1, doc="UDP/TCP port of the nameservers."))
+    timeout_s: float = field(default=5.0, metadata=_meta(minimum=0.1,
+        doc="Deadline of one DNS lookup, retries (every 2 s at most) included."))
 
 
 @dataclass(frozen=True)
 class MtaStsConfig:
-    # RFC 8461 §3.3 asks for a short timeout; 10 s covers slow hosts.
-    http_timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1))
-    # RFC 8461 §3.3 suggests a size limit; 64 KiB is what other senders use.
-    max_policy_bytes: int = field(default=65536, metadata=_meta(minimum=512))
-    # What comes before the body (net/limits.py): Twisted's HTTP client caps none of it.
-    # Status and header lines of the response, 1xx included; real policy hosts send < 2 KiB.
-    max_header_bytes: int = field(default=65536, metadata=_meta(minimum=1024))
-    # Header fields of one response (Python's http.client refuses more than 100 too).
-    max_headers: int = field(default=100, metadata=_meta(minimum=10))
-    # 1xx responses before the final one (RFC 9110 §15.2 allows any number; nobody sends many).
-    max_informational_responses: int = field(default=10, metadata=_meta(minimum=0))
-    ca_file: str = ""  # PEM bundle to trust for policy hosts; "" is the system store
-    # How old a cached answer may get before its TXT id is checked again
-    # (in the background: the cached answer is still served at once).
-    txt_recheck_s: float = field(default=300.0, metadata=_meta(minimum=0))
-    # Re-fetch a policy this long before max_age expires (RFC 8461 §5.1).
-    refresh_before_s: float = field(default=86400.0, metadata=_meta(minimum=0))
-    # How often the cache is scanned for policies due for refresh.
-    refresh_interval_s: float = field(default=600.0, metadata=_meta(minimum=1))
-    refresh_concurrency: int = field(default=8, metadata=_meta(minimum=1))
-    # Domains without a policy are remembered this long.
-    negative_ttl_s: float = field(default=300.0, metadata=_meta(minimum=0))
-    # After a failed discovery with nothing cached, the "no policy" answer is
-    # remembered this long before trying again.
-    failure_ttl_s: float = field(default=30.0, metadata=_meta(minimum=0))
-    # Resolutions (DNS + policy fetch) running at once, all domains together: each
-    # holds sockets, and 1,024 fds go fast. Past it a new domain is answered TEMP
-    # (never cached, never NOTFOUND: a limit must not be a downgrade).
-    max_concurrent_resolutions: int = field(default=256, metadata=_meta(minimum=1))
-    # Domains remembered WITHOUT an MTA-STS policy (no policy, failures, DANE-only
-    # answers): least recently used forgotten first. Policies are always kept (RFC 8461 §5.1).
-    max_negative_entries: int = field(default=100000, metadata=_meta(minimum=1))
+    """MTA-STS (RFC 8461): the policy fetch, its limits, and how long answers are kept."""
+
+    http_timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1,
+        doc="Deadline of the whole policy fetch: connect, TLS, headers, body. RFC 8461 §3.3 asks for a short timeout; 10 "
+            "s covers slow hosts."))
+    max_policy_bytes: int = field(default=65536, metadata=_meta(minimum=512,
+        doc="Largest policy body accepted. RFC 8461 §3.3 suggests a limit; 64 KiB is what other senders use."))
+    max_header_bytes: int = field(default=65536, metadata=_meta(minimum=1024,
+        doc="Status and header lines of a policy response, 1xx responses included (Twisted's HTTP client caps none of "
+            "it); real policy hosts send < 2 KiB."))
+    max_headers: int = field(default=100, metadata=_meta(minimum=10,
+        doc="Header fields of one policy response (Python's http.client refuses more than 100 too)."))
+    max_informational_responses: int = field(default=10, metadata=_meta(minimum=0,
+        doc="1xx responses accepted before the final one (RFC 9110 §15.2 allows any number; nobody sends many)."))
+    ca_file: str = field(default="", metadata=_meta(
+        doc="PEM bundle to trust for policy hosts; \"\": the system store."))
+    txt_recheck_s: float = field(default=300.0, metadata=_meta(minimum=0,
+        doc="How old a cached answer may get before its _mta-sts TXT id is checked again, in the background: the cached "
+            "answer is still served at once."))
+    refresh_before_s: float = field(default=86400.0, metadata=_meta(minimum=0,
+        doc="Re-fetch a policy this long before its max_age runs out (RFC 8461 §5.1)."))
+    refresh_interval_s: float = field(default=600.0, metadata=_meta(minimum=1,
+        doc="How often the cache is scanned for policies due for refresh."))
+    refresh_concurrency: int = field(default=8, metadata=_meta(minimum=1,
+        doc="Policy refreshes of one scan running at once."))
+    negative_ttl_s: float = field(default=300.0, metadata=_meta(minimum=0,
+        doc="Domains without a policy are remembered this long."))
+    failure_ttl_s: float = field(default=30.0, metadata=_meta(minimum=0,
+        doc="After a failed discovery with nothing cached, the \"no policy\" answer is remembered this long before trying "
+            "again."))
+    max_concurrent_resolutions: int = field(default=256, metadata=_meta(minimum=1,
+        doc="Resolutions (DNS + policy fetch) running at once, all domains together: each holds sockets, and 1,024 fds go"
+            " fast. Past it a new domain is answered TEMP (never cached, never NOTFOUND: a limit must not be a "
+            "downgrade)."))
+    max_negative_entries: int = field(default=100000, metadata=_meta(minimum=1,
+        doc="Domains remembered without an MTA-STS policy (no policy, failures, DANE-only answers), least recently used "
+            "forgotten first. Policies are always kept (RFC 8461 §5.1)."))
 
 
 @dataclass(frozen=True)
 class DaneConfig:
     """DANE for SMTP (RFC 7672): only data the resolver validated (AD bit) counts."""
 
-    enabled: bool = True
-    # The validation probe: this name and type must come back with the AD bit,
-    # at start-up and every probe_interval_s, or DANE answers are disabled.
-    probe_name: str = "."
-    probe_type: str = field(default="DNSKEY", metadata=_meta(choices=("DNSKEY", "SOA", "NS", "A", "AAAA", "TXT")))
-    probe_interval_s: float = field(default=300.0, metadata=_meta(minimum=1))
-    # An AD bit is only as trustworthy as the path from the resolver: refuse
-    # DANE unless every nameserver is on a loopback address.
-    require_loopback: bool = True
-    # Deadline for the whole DANE discovery of one domain (MX, A/AAAA, TLSA).
-    timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1))
-    # DANE results are cached for the smallest TTL of the records that
-    # decided them, clamped to [min_ttl_s, max_ttl_s].
-    min_ttl_s: float = field(default=60.0, metadata=_meta(minimum=0))
-    max_ttl_s: float = field(default=3600.0, metadata=_meta(minimum=1))
-    # A failed DANE discovery (TEMP answer) is remembered this long.
-    failure_ttl_s: float = field(default=10.0, metadata=_meta(minimum=0))
-    # MX hosts of one domain looked up at the same time.
-    host_concurrency: int = field(default=4, metadata=_meta(minimum=1))
+    enabled: bool = field(default=True, metadata=_meta(
+        doc="Answer DANE (RFC 7672) for domains whose MX hosts publish validated TLSA records; false: MTA-STS only."))
+    probe_name: str = field(default=".", metadata=_meta(
+        doc="The validation probe: this name and probe_type must come back with the AD bit, at start-up and every "
+            "probe_interval_s, or DANE answers are off."))
+    probe_type: str = field(default="DNSKEY", metadata=_meta(choices=("DNSKEY", "SOA", "NS", "A", "AAAA", "TXT"),
+        doc="Record type of the validation probe."))
+    probe_interval_s: float = field(default=300.0, metadata=_meta(minimum=1,
+        doc="How often the validation probe runs after start-up."))
+    require_loopback: bool = field(default=True, metadata=_meta(
+        doc="An AD bit is only as trustworthy as the path from the resolver: refuse DANE unless every nameserver is on a "
+            "loopback address."))
+    timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1,
+        doc="Deadline of the whole DANE discovery of one domain (MX, A/AAAA, TLSA)."))
+    min_ttl_s: float = field(default=60.0, metadata=_meta(minimum=0,
+        doc="DANE results are cached for the smallest TTL of the records that decided them, clamped to [min_ttl_s, "
+            "max_ttl_s]."))
+    max_ttl_s: float = field(default=3600.0, metadata=_meta(minimum=1, doc="Upper end of that clamp."))
+    failure_ttl_s: float = field(default=10.0, metadata=_meta(minimum=0,
+        doc="A failed DANE discovery (TEMP answer) is remembered this long."))
+    host_concurrency: int = field(default=4, metadata=_meta(minimum=1,
+        doc="MX hosts of one domain looked up at the same time."))
 
 
 @dataclass(frozen=True)
 class CacheConfig:
-    backend: str = field(default="sqlite", metadata=_meta(choices=("sqlite",)))
-    path: str = ""  # "" is STATE_DIR/cache.sqlite3
+    """The persistent policy cache."""
+
+    backend: str = field(default="sqlite", metadata=_meta(choices=("sqlite",),
+        doc="Where policies are kept across restarts."))
+    path: str = field(default="", metadata=_meta(doc="The cache file; \"\": STATE_DIR/cache.sqlite3."))
 
 
 @dataclass(frozen=True)
 class TlsrptConfig:
-    # Socketmap names (socketmap:...:NAME) whose answers carry Postfix >= 3.10
-    # TLSRPT attributes. Postfix <= 3.9 defers mail on them: opt in only.
-    attribute_maps: tuple[str, ...] = ("postfix-tlsrpt",)
+    """TLS reporting (RFC 8460): outcome feeds into the spool, and the reports made from it (``report``)."""
+
+    attribute_maps: tuple[str, ...] = field(default=("postfix-tlsrpt",), metadata=_meta(
+        doc="Socketmap names (socketmap:...:NAME) whose answers carry Postfix >= 3.10 TLSRPT attributes. Postfix <= 3.9 "
+            "defers mail on them: opt in only."))
 
     # -- outcome feeds (all off by default; the daemon's own outcomes are always spooled)
-    # UNIX datagram socket for libtlsrpt (Postfix >= 3.10 smtp_tlsrpt_socket_name).
-    collector_socket: str = ""
-    collector_socket_mode: int = field(default=0o660, metadata=_meta(octal=True))
-    collector_socket_owner: str = ""
-    collector_socket_group: str = ""     # e.g. "postfix", so smtp(8) may write
-    # Asked for with SO_RCVBUFFORCE (root) or SO_RCVBUF; see collector.py about max_dgram_qlen.
-    collector_rcvbuf_bytes: int = field(default=8 * 1024 * 1024, metadata=_meta(minimum=65536))
-    postfix_log: str = ""                # Postfix 3.7-3.9 log file to follow, or "journal"
-    exim_log: str = ""                   # Exim main log to follow
-    exim_event_socket: str = ""          # UNIX stream socket for Exim event_action readsocket
-    exim_event_socket_mode: int = field(default=0o660, metadata=_meta(octal=True))
-    exim_event_socket_owner: str = ""
-    exim_event_socket_group: str = ""
-    log_poll_interval_s: float = field(default=1.0, metadata=_meta(minimum=0.05))
-    # Outcomes are committed this often: the most a kill -9 can lose.
-    spool_flush_interval_s: float = field(default=0.2, metadata=_meta(minimum=0.01))
-    sending_mta_ip: str = ""             # sending-mta-ip for feeds that do not log it (Postfix, Exim logs)
+    collector_socket: str = field(default="", metadata=_meta(
+        doc="UNIX datagram socket for libtlsrpt (Postfix >= 3.10 smtp_tlsrpt_socket_name); \"\": off."))
+    collector_socket_mode: int = field(default=0o660, metadata=_meta(octal=True,
+        doc="Octal permissions of collector_socket."))
+    collector_socket_owner: str = field(default="", metadata=_meta(
+        doc="User owning collector_socket; \"\" leaves it alone."))
+    collector_socket_group: str = field(default="", metadata=_meta(
+        doc="Group of collector_socket, e.g. \"postfix\" so smtp(8) may write; \"\" leaves it alone."))
+    collector_rcvbuf_bytes: int = field(default=8 * 1024 * 1024, metadata=_meta(minimum=65536,
+        doc="Receive buffer of collector_socket, asked for with SO_RCVBUFFORCE (root) or SO_RCVBUF "
+            "(tlsrpt/feeds/collector.py about max_dgram_qlen)."))
+    postfix_log: str = field(default="", metadata=_meta(
+        doc="Postfix 3.7-3.9 log file to follow for outcomes, or \"journal\"; \"\": off."))
+    exim_log: str = field(default="", metadata=_meta(doc="Exim main log to follow for outcomes; \"\": off."))
+    exim_event_socket: str = field(default="", metadata=_meta(
+        doc="UNIX stream socket for Exim's event_action readsocket (README \"Exim event format\"); \"\": off."))
+    exim_event_socket_mode: int = field(default=0o660, metadata=_meta(octal=True,
+        doc="Octal permissions of exim_event_socket."))
+    exim_event_socket_owner: str = field(default="", metadata=_meta(
+        doc="User owning exim_event_socket; \"\" leaves it alone."))
+    exim_event_socket_group: str = field(default="", metadata=_meta(
+        doc="Group of exim_event_socket; \"\" leaves it alone."))
+    log_poll_interval_s: float = field(default=1.0, metadata=_meta(minimum=0.05,
+        doc="How often postfix_log and exim_log are read for new lines."))
+    spool_flush_interval_s: float = field(default=0.2, metadata=_meta(minimum=0.01,
+        doc="Outcomes are committed to the spool this often: the most a kill -9 can lose."))
+    sending_mta_ip: str = field(default="", metadata=_meta(
+        doc="sending-mta-ip written into failure details for feeds that do not log it (the Postfix and Exim logs); \"\": "
+            "left out."))
 
     # -- reports (mtasts-resolver report)
-    organization_name: str = ""          # RFC 8460 §4.4 organization-name
-    contact_info: str = ""               # RFC 8460 §4.4 contact-info: an email address
-    submitter: str = ""                  # TLS-Report-Submitter and DKIM d=; "": the domain of contact_info
-    mail_from: str = ""                  # From: of report mail; "": contact_info
-    dkim_selector: str = ""
-    dkim_key_file: str = ""              # PEM private key; its public half at SELECTOR._domainkey.SUBMITTER
-    mail_submission: str = field(default="sendmail", metadata=_meta(choices=("sendmail", "smtp")))
-    sendmail_command: tuple[str, ...] = ("/usr/sbin/sendmail", "-i")   # "-f FROM -- RCPT" is appended
-    smtp_server: HostPort = HostPort("127.0.0.1", 25)   # for mail_submission = "smtp"
-    https_ignore_cert_errors: bool = True   # RFC 8460 §3: submitters MAY ignore certificate errors
-    ca_file: str = ""                    # PEM bundle for https rua hosts; "": the system store
-    delivery_timeout_s: float = field(default=60.0, metadata=_meta(minimum=1))
-    # First attempt at a random moment this long after the UTC day ends (RFC 8460 §4.1 suggests hours).
-    send_delay_max_s: float = field(default=14400.0, metadata=_meta(minimum=0))
-    retry_initial_s: float = field(default=300.0, metadata=_meta(minimum=1))     # doubled per failed attempt
-    retry_window_s: float = field(default=86400.0, metadata=_meta(minimum=0))    # RFC 8460 §5.5: up to 24 h
-    report_all_success_days: bool = True  # RFC 8460 §4.2: success counts are the heartbeat
-    retention_days: int = field(default=14, metadata=_meta(minimum=1))
+    organization_name: str = field(default="", metadata=_meta(
+        doc="organization-name of the reports (RFC 8460 §4.4)."))
+    contact_info: str = field(default="", metadata=_meta(
+        doc="contact-info of the reports (RFC 8460 §4.4): an email address."))
+    submitter: str = field(default="", metadata=_meta(
+        doc="TLS-Report-Submitter and DKIM d= domain; \"\": the domain of contact_info."))
+    mail_from: str = field(default="", metadata=_meta(doc="From: of report mail; \"\": contact_info."))
+    dkim_selector: str = field(default="", metadata=_meta(
+        doc="DKIM selector of report mail (RFC 8460 §3 asks for a DKIM signature)."))
+    dkim_key_file: str = field(default="", metadata=_meta(
+        doc="PEM private key signing report mail; its public half is published at SELECTOR._domainkey.SUBMITTER."))
+    mail_submission: str = field(default="sendmail", metadata=_meta(choices=("sendmail", "smtp"),
+        doc="How report mail leaves: the sendmail program or SMTP to smtp_server."))
+    sendmail_command: tuple[str, ...] = field(default=("/usr/sbin/sendmail", "-i"), metadata=_meta(
+        doc="The sendmail program and its options; \"-f FROM -- RCPT\" is appended."))
+    smtp_server: HostPort = field(default=HostPort("127.0.0.1", 25), metadata=_meta(
+        doc="\"HOST:PORT\" of the SMTP server for mail_submission = \"smtp\"."))
+    https_ignore_cert_errors: bool = field(default=True, metadata=_meta(
+        doc="Post reports to https rua hosts even when their certificate does not verify (RFC 8460 §3: submitters MAY)."))
+    ca_file: str = field(default="", metadata=_meta(doc="PEM bundle for https rua hosts; \"\": the system store."))
+    delivery_timeout_s: float = field(default=60.0, metadata=_meta(minimum=1,
+        doc="Deadline of one report delivery (HTTPS POST or mail submission)."))
+    send_delay_max_s: float = field(default=14400.0, metadata=_meta(minimum=0,
+        doc="First attempt at a random moment up to this long after the UTC day ends (RFC 8460 §4.1 suggests hours)."))
+    retry_initial_s: float = field(default=300.0, metadata=_meta(minimum=1,
+        doc="Wait before retrying a failed delivery, doubled per failed attempt."))
+    retry_window_s: float = field(default=86400.0, metadata=_meta(minimum=0,
+        doc="Give up on a report this long after its first attempt (RFC 8460 §5.5: up to 24 h)."))
+    report_all_success_days: bool = field(default=True, metadata=_meta(
+        doc="Send reports for days with only successes too (RFC 8460 §4.2: success counts are the heartbeat)."))
+    retention_days: int = field(default=14, metadata=_meta(minimum=1,
+        doc="Spooled outcomes and report records older than this many days are deleted."))
 
     @property
     def submitter_domain(self) -> str:
