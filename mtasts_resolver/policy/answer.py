@@ -29,8 +29,9 @@ from mtasts_resolver.policy.sts import valid_mx_pattern
 #: Keep TEMP reasons short: Postfix logs them with the deferral.
 MAX_REASON_CHARS = 200
 #: Unicode categories that must never reach an answer: controls (C0, DEL, C1),
-#: format characters (invisible: bidi overrides, zero-width) and line/paragraph separators.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+#: format characters (invisible: bidi overrides, zero-width), line/paragraph
+#: separators and lone surrogates (not encodable as UTF-8 at all).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 _DANE_ANSWERS = {Level.DANE: Answer(AnswerKind.FOUND, "dane"), Level.DANE_ONLY: Answer(AnswerKind.FOUND, "dane-only")}
 NO_USABLE_MX = Answer(AnswerKind.TEMP, "MTA-STS policy has no mx pattern usable in an answer")

@@ -22,11 +22,11 @@ MAX_AGE_LIMIT_S = 31557600  # RFC 8461 §3.2: max_age is at most 31557600 (about
 POLICY_MEDIA_TYPE = "text/plain"  # RFC 8461 §3.3
 
 _TXT_VERSION = "v=STSv1"
-_TXT_SEP = re.compile(r"[ \t]*;[ \t]*")
+_WSP = " \t"
 _TXT_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 _EXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")
-_FIELD = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,31}):[ \t]*(.*?)[ \t]*")
+_FIELD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _MX_PATTERN = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})+")
 
@@ -53,7 +53,7 @@ def parse_txt_records(records: list[str]) -> StsTxt | NoStsTxt:
     if len(candidates) > 1:
         return NoStsTxt(f"{len(candidates)} v=STSv1 TXT records (exactly one allowed)")
     record = candidates[0]
-    fields = _TXT_SEP.split(record)
+    fields = _split_fields(record)
     if fields[0] != _TXT_VERSION or len(fields) < 2:
         return NoStsTxt(f"malformed TXT record {record!r}")
     if fields[-1] == "":
@@ -68,6 +68,25 @@ def parse_txt_records(records: list[str]) -> StsTxt | NoStsTxt:
     if txt_id is None:
         return NoStsTxt("TXT record has no id")
     return StsTxt(txt_id, record)
+
+
+def _split_fields(record: str) -> list[str]:
+    """``record`` split at each ``;``, blanks around the ``;`` removed (RFC 8461 §3.1 ``*WSP ";" *WSP``).
+
+    String methods, not a regular expression: a regex that tries blanks
+    before a ``;`` at every position of a long run of blanks costs time
+    quadratic in the record's length (2.8 s for 32,000 tabs).
+    """
+    parts = record.split(";")
+    last = len(parts) - 1
+    fields = []
+    for i, part in enumerate(parts):
+        if i > 0:
+            part = part.lstrip(_WSP)
+        if i < last:
+            part = part.rstrip(_WSP)
+        fields.append(part)
+    return fields
 
 
 def parse_policy(body: bytes) -> StsPolicy | StsFailure:
@@ -94,10 +113,10 @@ def parse_policy(body: bytes) -> StsPolicy | StsFailure:
     # copy each keeps a cache of 100,000 policies some 20 MB smaller.
     kept: list[str] = []
     for line in lines:
-        match = _FIELD.fullmatch(line)
-        if match is None:
-            return invalid(f"malformed line {line!r}")
-        name, value = match.groups()
+        name, colon, value = line.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name):
+            return invalid(f"malformed line {line[:100]!r}")
+        value = value.strip(_WSP)
         kept.append(line if name == "mx" else sys.intern(line))
         if name == "mx":
             pattern = value.lower()
