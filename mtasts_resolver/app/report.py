@@ -15,6 +15,7 @@ from mtasts_resolver.tlsrpt.report.dkim import DkimKey
 from mtasts_resolver.tlsrpt.report.reporter import Deliverers, Reporter, ReporterError, RunLock, check_settings, status_text
 
 EX_SOFTWARE = 70  # sysexits.h: the run failed (store, lock); systemd shows the timer's unit as failed
+EX_TEMPFAIL = 75  # sysexits.h: a domain or delivery failed this run and is tried again at the next one
 
 
 async def report_command(reactor, config: Config, status: bool, days: tuple[str, ...]) -> int:
@@ -41,10 +42,14 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
                         settings.delivery_timeout_s),
             DkimKey(settings.dkim_selector, settings.submitter_domain, settings.dkim_key_file))
         with RunLock(config.cache_path.parent / "report.lock"):
-            await Reporter(reactor, store, dns, settings, deliverers).run(days)
+            problems = await Reporter(reactor, store, dns, settings, deliverers).run(days)
     except (ReporterError, StoreError, ValueError, OSError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return EX_SOFTWARE
     finally:
         store.close()
+    if problems:
+        print(f"report: {len(problems)} failed this run (tried again at the next run):", *problems,
+              sep="\n  ", file=sys.stderr)
+        return EX_TEMPFAIL
     return 0

@@ -107,8 +107,10 @@ class ReportStore(Protocol):
         """(policy JSON, kind, failure JSON or '', sessions) of one day and report domain."""
         ...
 
-    def add_report(self, report: ReportRow, destinations: Iterable[str], first_attempt_at: float) -> None:
-        """Record a report decision (and its pending deliveries) in one transaction."""
+    def add_report(self, report: ReportRow, destinations: Iterable[str], first_attempt_at: float,
+                   rejected: Iterable[tuple[str, str]] = ()) -> None:
+        """Record a report decision (and its pending deliveries) in one transaction; each ``rejected``
+        (uri, reason) is a failed delivery with one attempt saying why it was not used."""
         ...
 
     def reports(self) -> list[ReportRow]: ...

@@ -104,7 +104,8 @@ class TlsrptTables:
         return self._read("SELECT policy, kind, failure, sessions FROM tlsrpt_outcome "
                           "WHERE day = ? AND report_domain = ? ORDER BY policy, kind, failure", (day, report_domain))
 
-    def add_report(self, report: ReportRow, destinations: Iterable[str], first_attempt_at: float) -> None:
+    def add_report(self, report: ReportRow, destinations: Iterable[str], first_attempt_at: float,
+                   rejected: Iterable[tuple[str, str]] = ()) -> None:
         statements = [("INSERT INTO tlsrpt_report (report_id, day, report_domain, state, detail, created_at, body) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (report.report_id, report.day, report.report_domain, report.state, report.detail,
@@ -112,6 +113,12 @@ class TlsrptTables:
         statements += [("INSERT INTO tlsrpt_delivery (report_id, destination, state, next_attempt_at) "
                         "VALUES (?, ?, 'pending', ?)", (report.report_id, destination, first_attempt_at))
                        for destination in destinations]
+        for destination, reason in rejected:
+            statements += [("INSERT INTO tlsrpt_delivery (report_id, destination, state, next_attempt_at) "
+                            "VALUES (?, ?, 'failed', ?)", (report.report_id, destination, first_attempt_at)),
+                           ("INSERT INTO tlsrpt_attempt (report_id, destination, at, result, detail) "
+                            "VALUES (?, ?, ?, 'rejected', ?)", (report.report_id, destination, report.created_at,
+                                                                 f"not used: {reason}"))]
         self._write(statements)
 
     def reports(self) -> list[ReportRow]:

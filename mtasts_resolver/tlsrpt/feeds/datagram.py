@@ -15,18 +15,28 @@ writes it (sys4/libtlsrpt, libtlsrpt.c; ``dpv`` since 0.5.0)::
 the number of failure details, ``f`` the policy's final result (0 success,
 1 failure).  Policy types and failure codes are libtlsrpt's ``tlsrpt.h``
 enums.  Pure functions: no I/O.
+
+Total: any bytes give outcomes or :class:`DatagramError`, in time linear in
+their length.  Numbers must be JSON integers (a list or an object where a
+code belongs is an error, not a crash), nesting deeper than the JSON parser's
+recursion limit is an error, and every string kept must be valid Unicode (a
+lone surrogate such as ``"\\ud800"`` cannot be stored as UTF-8: it would make
+the spool's commit fail for every other outcome of its batch).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from mtasts_resolver.policy.keys import KeyKind, parse_key
 from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType
 
 MAX_DATAGRAM_BYTES = 65536  # libtlsrpt builds datagrams in memory and sends them whole (UNIX dgram limit ~208 KiB)
 DATAGRAM_PROTOCOL_VERSION = "1"
+MAX_SHOWN_CHARS = 40  # of a bad value in an error message
+
+_T = TypeVar("_T")
 
 POLICY_TYPES = {1: PolicyType.TLSA, 2: PolicyType.STS, 9: PolicyType.NO_POLICY_FOUND}
 
@@ -54,15 +64,19 @@ class DatagramError(ValueError):
 
 def parse_datagram(data: bytes, now: float) -> list[Outcome]:
     """The outcomes of one datagram (one per policy in it)."""
+    if len(data) > MAX_DATAGRAM_BYTES:
+        raise DatagramError(f"longer than {MAX_DATAGRAM_BYTES} bytes")
     try:
         message = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # bad UTF-8, bad JSON, an integer past sys.get_int_max_str_digits()
         raise DatagramError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise DatagramError("not JSON: nested too deeply") from None
     if not isinstance(message, dict):
         raise DatagramError("not a JSON object")
     version = message.get("dpv", DATAGRAM_PROTOCOL_VERSION)
     if version != DATAGRAM_PROTOCOL_VERSION:
-        raise DatagramError(f"datagram protocol version {version!r}, expected {DATAGRAM_PROTOCOL_VERSION!r}")
+        raise DatagramError(f"datagram protocol version {_shown(version)}, expected {DATAGRAM_PROTOCOL_VERSION!r}")
     domain = _domain(message.get("d"), "d")
     policies = message.get("policies")
     if not isinstance(policies, list) or not policies:
@@ -73,29 +87,45 @@ def parse_datagram(data: bytes, now: float) -> list[Outcome]:
 def _outcome(policy: Any, domain: str, now: float) -> Outcome:
     if not isinstance(policy, dict):
         raise DatagramError("policy is not an object")
-    policy_type = POLICY_TYPES.get(policy.get("policy-type"))
-    if policy_type is None:
-        raise DatagramError(f"unknown policy-type {policy.get('policy-type')!r}")
+    policy_type = _code(policy.get("policy-type"), POLICY_TYPES, "policy-type")
     policy_domain = policy.get("policy-domain")
     report_policy = ReportPolicy(policy_type, domain if policy_domain is None else _domain(policy_domain, "policy-domain"),
                                  _strings(policy.get("policy-string", [])), _strings(policy.get("mx-host", [])))
     details = policy.get("failure-details", [])
     if not isinstance(details, list):
         raise DatagramError("failure-details is not a list")
-    final = policy.get("f")
-    if final not in (0, 1):
-        raise DatagramError(f"final result f={final!r} is neither 0 nor 1")
-    return Outcome(now, domain, report_policy, tuple(_detail(d) for d in details), failed=final == 1)
+    final = _code(policy.get("f"), {0: False, 1: True}, "final result f")
+    return Outcome(now, domain, report_policy, tuple(_detail(d) for d in details), failed=final)
 
 
 def _detail(detail: Any) -> FailureDetail:
     if not isinstance(detail, dict):
         raise DatagramError("failure detail is not an object")
-    result_type = FAILURE_CODES.get(detail.get("c"))
-    if result_type is None:
-        raise DatagramError(f"unknown failure code {detail.get('c')!r}")
-    fields = {name: detail[key] for key, name in _DETAIL_KEYS.items() if isinstance(detail.get(key), str)}
+    result_type = _code(detail.get("c"), FAILURE_CODES, "failure code")
+    fields = {name: _text(detail[key], name) for key, name in _DETAIL_KEYS.items() if isinstance(detail.get(key), str)}
     return FailureDetail(result_type, **fields)
+
+
+def _code(value: Any, table: dict[int, _T], what: str) -> _T:
+    """A libtlsrpt enum value: a JSON integer (not a bool, float, list...) that ``table`` knows."""
+    found = table.get(value) if type(value) is int else None
+    if found is None:
+        raise DatagramError(f"unknown {what} {_shown(value)}")
+    return found
+
+
+def _text(value: str, what: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatagramError(f"{what} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short (a datagram may be 64 KiB of one array)."""
+    text = repr(value) if isinstance(value, (int, float, str, bool)) or value is None else type(value).__name__
+    return text[:MAX_SHOWN_CHARS]
 
 
 def _domain(value: Any, what: str) -> str:
@@ -103,11 +133,11 @@ def _domain(value: Any, what: str) -> str:
         raise DatagramError(f"{what} is not a string")
     key = parse_key(value)
     if key.kind is not KeyKind.DOMAIN:
-        raise DatagramError(f"{what} {value!r} is not a domain")
+        raise DatagramError(f"{what} {_shown(value)} is not a domain")
     return key.domain
 
 
 def _strings(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise DatagramError("expected a list of strings")
-    return tuple(value)
+    return tuple(_text(item, "policy-string or mx-host") for item in value)

@@ -48,7 +48,7 @@ PolicyFor = Callable[[str], ReportPolicy]
 
 _LOG = re.compile(r"(?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (?P<flag><=|=>|->|==) "
                   r"(?P<addr>\S+) (?P<rest>.*)$")
-_HOST = re.compile(r" H=(?P<host>\S+) \[(?P<ip>[^\]]+)\]")
+_HOST = re.compile(r" H=(?P<host>\S+) \[(?P<ip>[^\]\s]+)\]")  # bounded by the next space: linear
 _CIPHER = re.compile(r" X=(?P<cipher>\S+)")
 _CV = re.compile(r" CV=(?P<cv>\w+)")
 _MSGID = re.compile(r" id=(?P<id>\S+)")

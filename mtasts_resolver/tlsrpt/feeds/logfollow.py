@@ -108,7 +108,12 @@ def journal_line(entry: dict) -> str | None:
         entry.get("MESSAGE")
     if not isinstance(identifier, str) or not isinstance(message, str):
         return None
-    return f"{identifier}[{pid}]: {message}"
+    line = f"{identifier}[{pid}]: {message}"
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # a lone surrogate from a JSON escape: it could never be stored
+    return line
 
 
 class JournalFollower(ProcessProtocol):
@@ -136,12 +141,15 @@ class JournalFollower(ProcessProtocol):
         for raw in lines:
             try:
                 entry = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(entry, dict):
                 continue
             line = journal_line(entry)
             if line is not None:
                 outcomes += self._parse(line, now)
-            cursor = entry.get("__CURSOR", cursor)
+            found = entry.get("__CURSOR")
+            cursor = found if isinstance(found, str) and found.isascii() else cursor
         if cursor is not None:
             self._spool.add(outcomes, (self._feed, cursor))
 

@@ -33,11 +33,15 @@ REPORT_MESSAGE_ID_MARKER = ".tlsrpt@"  # every report's Message-ID has it (see r
 
 _LINE = re.compile(r"/(?P<daemon>smtp|lmtp|cleanup|qmgr)\[(?P<pid>\d+)\]: (?P<message>.*)$")
 _TLS = re.compile(r"(?P<trust>Verified|Trusted|Untrusted|Anonymous) TLS connection established to "
-                  r"(?P<host>[^\[\s]+)\[(?P<ip>[^\]]+)\]")
-_VERIFY_FAILED = re.compile(r"(?:server )?certificate verification failed for (?P<host>[^\[\s]+)\[(?P<ip>[^\]]+)\]"
+                  r"(?P<host>[^\[\s]+)\[(?P<ip>[^\]\s]+)\]")
+_VERIFY_FAILED = re.compile(r"(?:server )?certificate verification failed for (?P<host>[^\[\s]+)\[(?P<ip>[^\]\s]+)\]"
                             r"(?::\d+)?: (?P<reason>.*)$")
-_STATUS = re.compile(r"(?P<qid>[0-9A-Za-z]+): to=<(?P<rcpt>[^>]*)>, (?:orig_to=<[^>]*>, )?relay=(?P<host>[^\[\s,]+)"
-                     r"(?:\[(?P<ip>[^\]]+)\](?::\d+)?)?, .*status=(?P<status>\w+) \((?P<text>.*)\)$")
+# Every pattern is anchored or starts with a literal and has no unbounded group
+# followed by more pattern that can fail at the end of a long line: each line
+# is parsed in time linear in its length (the status text is found with str.find).
+_STATUS_HEAD = re.compile(r"(?P<qid>[0-9A-Za-z]+): to=<(?P<rcpt>[^>]*)>, (?:orig_to=<[^>]*>, )?"
+                          r"relay=(?P<host>[^\[\s,]+)(?:\[(?P<ip>[^\]\s]+)\](?::\d+)?)?, ")
+_STATUS_WORD = re.compile(r"status=\w+ \(")
 _MESSAGE_ID = re.compile(r"(?P<qid>[0-9A-Za-z]+): message-id=(?P<id>.*)$")
 _REMOVED = re.compile(r"(?P<qid>[0-9A-Za-z]+): removed$")
 
@@ -55,6 +59,16 @@ REASONS: tuple[tuple[str, ResultType], ...] = (
     ("untrusted", ResultType.CERTIFICATE_NOT_TRUSTED),
     ("unable to verify", ResultType.CERTIFICATE_NOT_TRUSTED),
 )
+
+
+def _status_text(message: str, start: int) -> str | None:
+    """The text in ``status=WORD (TEXT)``: the first ``status=`` after the relay (the text is the
+    remote's reply and may contain anything, so it is the one field not found by pattern)."""
+    at = message.find("status=", start)
+    word = _STATUS_WORD.match(message, at) if at >= 0 else None
+    if word is None or not message.endswith(")"):
+        return None
+    return message[word.end():-1]
 
 
 def verify_result_type(reason: str) -> ResultType:
@@ -108,9 +122,12 @@ class PostfixLogCorrelator:
         if (found := _TLS.match(message)) is not None:
             self._session(pid, found["host"], found["ip"]).trust = found["trust"]
             return []
-        found = _STATUS.match(message)
+        found = _STATUS_HEAD.match(message)
         if found is None or found["ip"] is None:
             return []  # relay=none: no session (DNS, connection refused: transient, RFC 8460 §4.3.2.3)
+        text = _status_text(message, found.end())
+        if text is None:
+            return []
         relay = f"{found['host']}[{found['ip']}]"
         if self._counted.get(pid) == (found["qid"], relay):
             return []  # another recipient of the same session
@@ -124,7 +141,7 @@ class PostfixLogCorrelator:
         if key.kind is not KeyKind.DOMAIN:
             return []
         policy = self._policy_for(key.domain)
-        failure = self._failure(found["text"], session, policy)
+        failure = self._failure(text, session, policy)
         if failure is None and (session is None or not session.trust):
             return []  # plaintext without a policy: not a TLS session to report
         failures = () if failure is None else (FailureDetail(

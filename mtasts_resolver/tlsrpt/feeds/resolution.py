@@ -18,14 +18,29 @@ feeds count the sessions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
-from mtasts_resolver.policy.dane import DaneOutcome, HostStatus
-from mtasts_resolver.policy.model import StsFailure, StsTxt
-from mtasts_resolver.service import Resolution
+from mtasts_resolver.policy.dane import DaneOutcome, DaneResult, HostStatus
+from mtasts_resolver.policy.model import CachedPolicy, NoStsTxt, StsFailure, StsPolicy, StsTxt
 from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType, sts_report_policy
 
 
 MAX_REASON_CHARS = 256
+
+
+class Resolution(Protocol):
+    """What this feed reads of ``service.Resolution`` (tlsrpt never imports the service: arrows point down)."""
+
+    @property
+    def domain(self) -> str: ...
+    @property
+    def txt(self) -> StsTxt | NoStsTxt | StsFailure: ...
+    @property
+    def fetched(self) -> StsPolicy | StsFailure | None: ...
+    @property
+    def policy(self) -> CachedPolicy | None: ...
+    @property
+    def dane(self) -> DaneResult | None: ...
 
 
 def resolution_outcomes(resolution: Resolution, now: float) -> list[Outcome]:

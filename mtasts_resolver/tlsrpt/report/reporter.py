@@ -17,6 +17,15 @@ Meant to run often (a systemd timer); each run:
 
 A lock file keeps two runs from working at once, so ``sending`` seen at
 start is always a crashed run's.
+
+One domain or destination never stops the others: a malformed record is
+that domain's ``no-record`` (with the reason), an unusable rua is that
+destination's ``failed`` (with an attempt saying why; the record's other
+destinations still get the report), and an unexpected error while building
+or sending is logged with its traceback and skipped.  :meth:`Reporter.run`
+returns what failed in this run on our side or transiently (a DNS lookup, a
+delivery attempt, an unexpected error) so the command exits non-zero;
+a stranger's bad record is not such a failure (retrying cannot fix it).
 """
 
 from __future__ import annotations
@@ -79,12 +88,16 @@ class Reporter:
         self._clock, self._store, self._dns, self._settings = clock, store, dns, settings
         self._deliverers = deliverers
         self._rng = rng or random.SystemRandom()
+        self.problems: list[str] = []   # what failed in this run, one line each
 
-    async def run(self, extra_days: tuple[str, ...] = ()) -> None:
+    async def run(self, extra_days: tuple[str, ...] = ()) -> list[str]:
+        """One run; returns :attr:`problems` (empty when everything is done or scheduled)."""
+        self.problems = []
         self.recover()
         await self.build(extra_days)
         await self.deliver_due()
         self.prune()
+        return self.problems
 
     def recover(self) -> None:
         for delivery in self._store.deliveries():
@@ -100,7 +113,12 @@ class Reporter:
         today = utc_day(now)
         days = sorted({*(day for day in self._store.spooled_days() if day < today), *extra_days})
         for day, domain in self._store.unreported(days):
-            await self._build_one(day, domain, now)
+            try:
+                await self._build_one(day, domain, now)
+            except Exception:
+                log.failure("{domain} on {day}: building the report failed; trying again next run",
+                            domain=domain, day=day)
+                self.problems.append(f"{domain} {day}: building the report failed (see the log)")
 
     async def _build_one(self, day: str, domain: str, now: float) -> None:
         settings = self._settings
@@ -114,17 +132,22 @@ class Reporter:
             record = parse_tlsrpt_records(await self._dns.txt(f"_smtp._tls.{domain}"))
         except DnsFailure as exc:
             log.warn("{domain}: _smtp._tls lookup failed ({error}); trying again next run", domain=domain, error=exc)
+            self.problems.append(f"{domain} {day}: _smtp._tls lookup failed: {exc}")
             return
         if isinstance(record, NoTlsrpt):
+            log.info("{domain} on {day}: no report ({reason})", domain=domain, day=day, reason=record.reason)
             self._store.add_report(ReportRow(report_id, day, domain, NO_RECORD, record.reason, now, None), (), now)
             return
+        for uri, reason in record.rejected:
+            log.warn("{report_id} to {destination}: not used: {reason}", report_id=report_id, destination=uri,
+                     reason=reason)
         body = report_body(build_report(day, counts, organization_name=settings.organization_name,
                                         contact_info=settings.contact_info, report_id=report_id))
         day_end = day_bounds(day)[1]
         # A day asked for before it is over (report --day) goes out now; others after a random delay.
         first = now if day_end > now else max(now, day_end + self._rng.uniform(0, settings.send_delay_max_s))
         self._store.add_report(ReportRow(report_id, day, domain, READY, record.record, now, body),
-                               [d.uri for d in record.destinations], first)
+                               [d.uri for d in record.destinations], first, record.rejected)
         log.info("{report_id}: report for {domain} on {day}, first attempt {at}", report_id=report_id, domain=domain,
                  day=day, at=_iso(first))
 
@@ -140,8 +163,16 @@ class Reporter:
                            first_attempt_at=delivery.first_attempt_at or now)
         self._store.set_delivery(delivery)
         try:
-            detail = await self._send(report, delivery.destination)
+            try:
+                detail = await self._send(report, delivery.destination)
+            except DeliveryFailed:
+                raise
+            except Exception as exc:  # a bug or an input we did not foresee: never leave it in ``sending``
+                log.failure("{report_id} to {destination}: unexpected error", report_id=report.report_id,
+                            destination=delivery.destination)
+                raise DeliveryFailed(f"unexpected error: {exc!r}") from exc
         except DeliveryFailed as exc:
+            self.problems.append(f"{report.report_id} to {delivery.destination}: {exc}")
             finished = self._clock.seconds()
             state, at = next_attempt(delivery, finished, self._settings)
             log.warn("{report_id} to {destination}: attempt {n} failed: {error}; {what}", report_id=report.report_id,
