@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from tests.world.daemon import REPO
-from tests.world.fixtures import WORLD_ID
+from tests.world.addresses import WORLD_ID
 
 
 def test_bench_quick_prints_every_row():

@@ -11,6 +11,7 @@ routes to ``lo`` without configuring aliases.
 | 127.53.N.2   | validating unbound (the daemon's resolver for DANE)                | 53     |
 | 127.53.N.3   | non-validating unbound                                             | 53     |
 | 127.60.N.1   | HTTPS policy server for every ``mta-sts.<domain>``                 | 443    |
+| 127.60.N.2   | the hostile policy host (hostile.py): HTTPS that misbehaves        | 443    |
 | 127.60.N.99  | a second policy server some tests start on their own               | 8443   |
 | 127.70.N.x   | MX hosts of the DNS and DANE scenarios (published only)            |        |
 | 127.74.N.x   | TLS-RPT hosts: report receivers, submission SMTP, Postfix sender   | varies |
@@ -40,6 +41,7 @@ DNS_PLAIN_RESOLVER = f"127.53.{WORLD_ID}.3"
 
 POLICY_IP = f"127.60.{WORLD_ID}.1"
 POLICY_PORT = 443
+HOSTILE_POLICY_IP = f"127.60.{WORLD_ID}.2"
 SPARE_POLICY_IP = f"127.60.{WORLD_ID}.99"
 SPARE_POLICY_PORT = 8443
 

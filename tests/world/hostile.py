@@ -7,7 +7,9 @@ entry that writes raw HTTP bytes: valid policies in every framing
 end, a 1xx storm, a slow body, oversize bodies of each framing).  It counts
 the connections it holds open per name, so a test can see when the daemon
 hung up.  :func:`proc_usage` reads a process's RSS and open file
-descriptors from /proc.
+descriptors from /proc, :class:`SteadyClient` is the well-behaved client
+that must keep being answered during an attack, and :func:`set_limits`
+writes short limits into a test daemon's config so attacks end quickly.
 """
 
 from __future__ import annotations
@@ -21,10 +23,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .fixtures import WORLD_ID
+from .addresses import HOSTILE_POLICY_IP
 from .pki import TestPKI
-
-HOSTILE_POLICY_IP = f"127.60.{WORLD_ID}.2"
 
 _HEAD_OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
 
@@ -239,3 +239,45 @@ def proc_usage(pid: int) -> tuple[int, int]:
             if line.startswith("VmRSS:"):
                 rss_kb = int(line.split()[1])
     return rss_kb * 1024, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class SteadyClient(threading.Thread):
+    """Calls ``ask()`` in a loop until stopped; records every latency and every answer not ``expected``."""
+
+    def __init__(self, ask: Callable[[], bytes], expected: bytes, pause_s: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self._ask, self._expected, self._pause_s = ask, expected, pause_s
+        self.latencies: list[float] = []
+        self.wrong: list[bytes] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            start = time.monotonic()
+            try:
+                answer = self._ask()
+            except OSError as exc:
+                answer = repr(exc).encode()
+            self.latencies.append(time.monotonic() - start)
+            if answer != self._expected:
+                self.wrong.append(answer)
+            self.stopping.wait(self._pause_s)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
+
+    def p99(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+
+
+def set_limits(proc: DaemonProcess, daemon: dict[str, object], listen: dict[str, object]) -> None:
+    """Add keys to the ``[daemon]`` table and to every ``[[listen]]`` table of a DaemonProcess's config."""
+    def toml(values: dict[str, object]) -> str:
+        return "".join(f"{key} = {value!r}\n" for key, value in values.items())
+
+    text = proc.config_path.read_text()
+    text = text.replace("[daemon]\n", "[daemon]\n" + toml(daemon), 1)
+    text = text.replace("[[listen]]\n", "[[listen]]\n" + toml(listen))
+    proc.config_path.write_text(text)
