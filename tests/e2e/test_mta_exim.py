@@ -1,4 +1,4 @@
-"""Real Exim (Debian's 4.96 exim4-daemon-light) enforcing the daemon's answers via contrib/exim/.
+"""Real Exim (Debian's exim4-daemon-light, 4.96 or 4.98) enforcing the daemon's answers via contrib/exim/.
 
 Debian's exim4 packages conflict with the installed postfix (both are "the
 MTA"), so Exim is not installed: its .debs are fetched with ``apt-get
@@ -53,7 +53,9 @@ def exim_binary(tmp_path_factory) -> Path:
         subprocess.run(["adduser", "--system", "--group", "--quiet", "--no-create-home", "--allow-bad-names",
                         "--home", "/var/spool/exim4", EXIM_USER], check=True, timeout=60)
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
-    assert "Exim version 4.96" in version.stdout and "DANE" in version.stdout, version.stdout + version.stderr
+    found = re.match(r"Exim version 4\.(\d+)", version.stdout)
+    # contrib/exim needs 4.96 or later (its main.conf says why); Debian 13 has 4.98.
+    assert found and int(found[1]) >= 96 and "DANE" in version.stdout, version.stdout + version.stderr
     return binary
 
 
