@@ -97,6 +97,9 @@ class DaemonConfig:
         doc="On SIGTERM (and for listeners a SIGHUP removes), wait this long for lookups in flight to be answered before "
             "dropping their connections. Covers one DNS timeout plus one policy fetch at the defaults; keep it below the "
             "unit's TimeoutStopSec (30 s)."))
+    max_connections: int = field(default=2048, metadata=_meta(minimum=1,
+        doc="Client connections on all listeners of one process together; one more is closed at once. Each is a file "
+            "descriptor: the packaged unit's LimitNOFILE= covers this plus the resolutions' sockets."))
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,16 @@ class ListenConfig:
     idle_timeout_s: float = field(default=110.0, metadata=_meta(minimum=1,
         doc="Close connections idle this long. Postfix drops idle socketmap connections after 100 s (socketmap_table(5));"
             " a little more lets it."))
+    max_connections: int = field(default=1024, metadata=_meta(minimum=1,
+        doc="Client connections on this listener; one more is closed at once (Postfix defers that lookup)."))
+    max_in_flight: int = field(default=64, metadata=_meta(minimum=1,
+        doc="Requests read but not yet answered on one connection; past it reading that connection pauses "
+            "(Postfix sends one at a time)."))
+    max_unsent_bytes: int = field(default=65536, metadata=_meta(minimum=4096,
+        doc="Reply bytes a connection has not read; past it reading that connection pauses until they drain."))
+    request_timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1,
+        doc="A request must be complete this long after its first byte, or the connection is dropped (the idle "
+            "timeout alone lets a byte every few seconds hold a connection forever)."))
 
     @property
     def socket(self) -> SocketSpec:

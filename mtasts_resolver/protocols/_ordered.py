@@ -1,4 +1,4 @@
-"""What both table protocols share: in-order replies and the idle timeout.
+"""What the table protocols share: in-order replies, the idle timeout, and the per-client bounds.
 
 Postfix may pipeline lookups on one connection, and the service answers a
 cached key at once but a cold one only later, so a later request can be
@@ -6,6 +6,11 @@ answered before an earlier one.  Neither socketmap_table(5) nor tcp_table(5)
 tags replies with the request they answer: the client pairs them by order
 alone.  :class:`OrderedReplyMixin` therefore holds back every answer until all
 earlier ones have been sent.
+
+The bounds of :mod:`._limits` are enforced here too, so each protocol only
+frames: connections per listener and in total (:class:`TableFactory`),
+requests in flight and unsent reply bytes per connection (reading paused),
+and a deadline for a request once its first byte is in.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
+from ._limits import ConnectionBudget, ConnectionLimits, LimitHit, ignore_limit
 from ._write import write_now
 
 # Close a connection after this many seconds without traffic either way.
@@ -52,22 +59,37 @@ class _Slot:
 
 
 class LiveConnections:
-    """The open connections of one listener: counted for ``STATUS=``, drained on stop.
+    """The open connections of one listener: counted for ``STATUS=`` and the caps, drained on stop.
 
     A factory that has one as ``live`` gets every connection it builds
-    registered here for as long as the connection is open.
+    registered here for as long as the connection is open.  ``limit`` caps
+    this listener, ``budget`` every listener of the process together.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None, budget: ConnectionBudget | None = None) -> None:
         self._live: set[OrderedReplyMixin] = set()
+        self._limit = limit
+        self._budget = budget
 
     def __len__(self) -> int:
         return len(self._live)
 
+    def refusal(self) -> str | None:
+        """The config key of the cap one more connection would pass, or None."""
+        if self._limit is not None and len(self._live) >= self._limit:
+            return "listen.max_connections"
+        if self._budget is not None and self._budget.open >= self._budget.limit:
+            return "daemon.max_connections"
+        return None
+
     def add(self, connection: OrderedReplyMixin) -> None:
+        if connection not in self._live and self._budget is not None:
+            self._budget.open += 1
         self._live.add(connection)
 
     def discard(self, connection: OrderedReplyMixin) -> None:
+        if connection in self._live and self._budget is not None:
+            self._budget.open -= 1
         self._live.discard(connection)
 
     def close_when_answered(self) -> Deferred[None]:
@@ -86,25 +108,60 @@ class LiveConnections:
             connection.transport.abortConnection()
 
 
+@implementer(IPushProducer)
+class _UnsentReplies:
+    """Registered with the transport, which pauses it once unsent replies pass its ``bufferSize``.
+
+    The transport resumes it when its buffer has drained: Twisted's own
+    flow control, with the connection's reading as what it pauses.
+    """
+
+    def __init__(self, connection: OrderedReplyMixin) -> None:
+        self._connection = connection
+
+    def pauseProducing(self) -> None:
+        self._connection.on_limit("listen.max_unsent_bytes", self._connection.peer())
+        self._connection.pauseReading("listen.max_unsent_bytes")
+
+    def resumeProducing(self) -> None:
+        self._connection.resumeReading("listen.max_unsent_bytes")
+
+    def stopProducing(self) -> None:
+        """The connection is going away: connectionLost does the rest."""
+
+
 class OrderedReplyMixin(TimeoutMixin):
-    """Replies in request order, and the idle timeout, for a table protocol.
+    """Replies in request order, the idle timeout and the per-connection bounds, for a table protocol.
 
     Mix in before the framing receiver (``NetstringReceiver``,
-    ``LineReceiver``).  The protocol parses a request, passes what the
-    service returns (or its own error answer) to :meth:`reply`, and encodes
-    answers in :meth:`sendAnswer`.
+    ``LineReceiver``).  The protocol parses a request, calls :meth:`ask`
+    with its map name and key (or :meth:`reply` with its own error answer),
+    encodes answers in :meth:`sendAnswer`, closes with
+    :meth:`closeConnection` and says in :meth:`partialRequest` whether its
+    framer holds part of a request.
     """
 
     log: ClassVar[Logger]
+    on_limit: LimitHit = staticmethod(ignore_limit)   # the factory's, set when it builds us
 
     def __init__(
         self,
         service: LookupService,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        limits: ConnectionLimits = ConnectionLimits(),
     ) -> None:
         super().__init__()
         self.service = service
         self.idle_timeout_s = idle_timeout_s
+        self.limits = limits
+        # Requests read while max_in_flight were pending: run once replies
+        # drain, in order.  At most one read's worth: reading is paused.
+        self._held: deque[Callable[[], Answer | Deferred[Answer]]] = deque()
+        self._releasing = False
+        self._paused: set[str] = set()   # why reading is paused (config keys)
+        self._requests = 0               # requests parsed so far
+        self._deadline: IDelayedCall | None = None   # for the partial request
+        self._deadline_for = -1          # _requests when it was armed
         # Requests whose replies are held back, oldest first.  Empty on the
         # hot path: a synchronous answer with nothing pending is sent at once.
         self._pending: deque[_Slot] = deque()
@@ -116,6 +173,14 @@ class OrderedReplyMixin(TimeoutMixin):
     def sendAnswer(self, answer: Answer) -> None:
         """Encode one reply and pass it to :meth:`writeReply`; protocols implement this."""
         raise NotImplementedError
+
+    def partialRequest(self) -> bool:
+        """Whether the framer holds the start of a request; protocols implement this."""
+        raise NotImplementedError
+
+    def peer(self) -> str:
+        peer = self.transport.getPeer()
+        return f"{peer.host}:{peer.port}" if hasattr(peer, "port") else str(getattr(peer, "name", "") or "unix")
 
     def withinLimit(self, reply: bytes, limit: int, too_long: bytes, kind: AnswerKind) -> bytes:
         """``reply``, or ``too_long`` (logged) when it exceeds the protocol's reply limit.
@@ -154,7 +219,57 @@ class OrderedReplyMixin(TimeoutMixin):
             if batch:
                 write_now(self.transport, b"".join(batch))
 
-    def reply(self, result: Answer | Deferred[Answer]) -> None:
+    def ask(self, map_name: str, key: str) -> None:
+        """Look ``key`` up and reply in order; past ``max_in_flight`` held back, reading paused."""
+        self._requests += 1
+        if not self._held and len(self._pending) < self.limits.max_in_flight:
+            self._place(self.service.lookup(map_name, key))
+            return
+        if not self._held:
+            self.on_limit("listen.max_in_flight", self.peer())
+            self.pauseReading("listen.max_in_flight")
+        self._held.append(lambda: self.service.lookup(map_name, key))
+
+    def reply(self, answer: Answer) -> None:
+        """Send the protocol's own ``answer`` (an error) once every earlier request has had its reply."""
+        self._requests += 1
+        if self._held:
+            self._held.append(lambda: answer)
+        else:
+            self._place(answer)
+
+    def _release_held(self) -> None:
+        """Look up held requests while under ``max_in_flight``; resume reading once none is left."""
+        if self._releasing:   # an answer already known re-enters through _flush
+            return
+        self._releasing = True
+        try:
+            while self._held and len(self._pending) < self.limits.max_in_flight:
+                self._place(self._held.popleft()())
+        finally:
+            self._releasing = False
+        if not self._held:
+            self.resumeReading("listen.max_in_flight")
+
+    def pauseReading(self, reason: str) -> None:
+        if not self._paused:
+            self.transport.pauseProducing()
+        self._paused.add(reason)
+
+    def resumeReading(self, reason: str) -> None:
+        if reason not in self._paused:
+            return
+        self._paused.discard(reason)
+        if not self._paused and not self._closing and not self.transport.disconnecting:
+            self.transport.resumeProducing()
+
+    def closeConnection(self) -> None:
+        """``loseConnection``, once our producer is unregistered: Twisted waits for a registered one."""
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _place(self, result: Answer | Deferred[Answer]) -> None:
         """Send ``result`` once every earlier request has had its reply."""
         if isinstance(result, Answer):
             if self._pending:
@@ -206,8 +321,10 @@ class OrderedReplyMixin(TimeoutMixin):
             sent = True
         if sent:
             self.resetTimeout()
-        if self._closing and not self._pending:
-            self.transport.loseConnection()
+        if self._held:
+            self._release_held()
+        if self._closing and not self._pending and not self._held:
+            self.closeConnection()
 
     def closeWhenAnswered(self) -> Deferred[None]:
         """Read no more requests, close once every reply owed is sent.
@@ -220,8 +337,8 @@ class OrderedReplyMixin(TimeoutMixin):
         if not self._closing:
             self._closing = True
             self.transport.pauseProducing()
-            if not self._pending:
-                self.transport.loseConnection()
+            if not self._pending and not self._held:
+                self.closeConnection()
         return lost
 
     def connectionMade(self) -> None:
@@ -231,6 +348,9 @@ class OrderedReplyMixin(TimeoutMixin):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         self.setTimeout(self.idle_timeout_s)
+        self.transport.registerProducer(_UnsentReplies(self), True)
+        if hasattr(self.transport, "bufferSize"):   # FileDescriptor: where it pauses its producer
+            self.transport.bufferSize = self.limits.max_unsent_bytes
         self._live = getattr(getattr(self, "factory", None), "live", None)
         if self._live is not None:
             self._live.add(self)
@@ -243,6 +363,35 @@ class OrderedReplyMixin(TimeoutMixin):
             return
         self.resetTimeout()
         self._batched(lambda: super(OrderedReplyMixin, self).dataReceived(data))
+        if not self.transport.disconnecting:
+            self._watch_request()
+
+    def _watch_request(self) -> None:
+        """A request begun must be complete ``request_timeout_s`` after its first byte.
+
+        The idle timeout alone lets a client that sends one byte every few
+        seconds keep a connection, and our buffers, forever.
+        """
+        if not self.partialRequest():
+            self._cancel_deadline()
+        elif self._deadline is None or self._deadline_for != self._requests:
+            self._cancel_deadline()   # a new request began since the deadline was set
+            self._deadline = self.callLater(self.limits.request_timeout_s, self._request_timed_out)
+            self._deadline_for = self._requests
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _request_timed_out(self) -> None:
+        self._deadline = None
+        if self._paused:   # we stopped reading: the rest of the request may be waiting on us
+            self._deadline = self.callLater(self.limits.request_timeout_s, self._request_timed_out)
+            return
+        self.on_limit("listen.request_timeout_s", self.peer())
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget held-back replies; do not cancel their Deferreds.
@@ -252,7 +401,9 @@ class OrderedReplyMixin(TimeoutMixin):
         forgotten slot is filled and nothing is written.
         """
         self.setTimeout(None)
+        self._cancel_deadline()
         self._pending.clear()
+        self._held.clear()
         if self._live is not None:
             self._live.discard(self)
         super().connectionLost(reason)
@@ -271,7 +422,41 @@ class OrderedReplyMixin(TimeoutMixin):
         self.transport.abortConnection()
 
 
-class MapTableFactory(Factory):
+class TableFactory(Factory):
+    """Builds a listener's connections, refusing one over ``max_connections`` (or the process's budget).
+
+    A refused connection is closed by the listening port at once
+    (``buildProtocol`` returns None): nothing is read from it, so it holds
+    no buffer, and Postfix's client takes the lost connection as a failed
+    lookup and defers, never as "no policy".  ``protocol`` is set by the
+    subclass.
+    """
+
+    noisy = False  # the listener logs where it listens; "Starting factory" says nothing more
+
+    def __init__(self, service: LookupService, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+                 limits: ConnectionLimits = ConnectionLimits(), budget: ConnectionBudget | None = None,
+                 on_limit: LimitHit = ignore_limit) -> None:
+        self.service = service
+        self.idle_timeout_s = idle_timeout_s
+        self.limits = limits
+        self.live = LiveConnections(limits.max_connections, budget)
+        self.on_limit = on_limit
+
+    def buildProtocol(self, addr: IAddress) -> OrderedReplyMixin | None:
+        if refused := self.live.refusal():
+            self.on_limit(refused, f"connection from {getattr(addr, 'host', None) or 'unix'} refused")
+            return None
+        proto = self.makeProtocol()
+        proto.factory = self
+        proto.on_limit = self.on_limit
+        return proto
+
+    def makeProtocol(self) -> OrderedReplyMixin:
+        return self.protocol(self.service, self.idle_timeout_s, self.limits)
+
+
+class MapTableFactory(TableFactory):
     """Builds the connections of a listener whose protocol carries no map name.
 
     tcp_table and readsocket requests hold only a key, so every lookup on
@@ -279,16 +464,11 @@ class MapTableFactory(Factory):
     the subclass.
     """
 
-    noisy = False  # the listener logs where it listens; "Starting factory" says nothing more
-
-    def __init__(self, service: LookupService, map_name: str,
-                 idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
-        self.service = service
+    def __init__(self, service: LookupService, map_name: str, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+                 limits: ConnectionLimits = ConnectionLimits(), budget: ConnectionBudget | None = None,
+                 on_limit: LimitHit = ignore_limit) -> None:
+        super().__init__(service, idle_timeout_s, limits, budget, on_limit)
         self.map_name = map_name
-        self.idle_timeout_s = idle_timeout_s
-        self.live = LiveConnections()
 
-    def buildProtocol(self, addr: IAddress) -> OrderedReplyMixin:
-        proto = self.protocol(self.service, self.map_name, self.idle_timeout_s)
-        proto.factory = self
-        return proto
+    def makeProtocol(self) -> OrderedReplyMixin:
+        return self.protocol(self.service, self.map_name, self.idle_timeout_s, self.limits)

@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
+from ._limits import ConnectionLimits
 from ._ordered import DEFAULT_IDLE_TIMEOUT_S, MapTableFactory, OrderedReplyMixin
 
 # Longest request line accepted.  A key is a domain (at most 255 octets,
@@ -49,8 +50,9 @@ class ReadsocketProtocol(OrderedReplyMixin, LineReceiver):
         service: LookupService,
         map_name: str,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        limits: ConnectionLimits = ConnectionLimits(),
     ) -> None:
-        super().__init__(service, idle_timeout_s)
+        super().__init__(service, idle_timeout_s, limits)
         self.map_name = map_name
         self._asked = False
 
@@ -66,7 +68,7 @@ class ReadsocketProtocol(OrderedReplyMixin, LineReceiver):
             self.log.debug("malformed request {request!r}", request=line)
             self.reply(MALFORMED_REQUEST)
             return
-        self.reply(self.service.lookup(self.map_name, key))
+        self.ask(self.map_name, key)
 
     def readConnectionLost(self) -> None:
         """The client shut down its write side: what it sent is the request."""
@@ -75,7 +77,7 @@ class ReadsocketProtocol(OrderedReplyMixin, LineReceiver):
             if pending.strip():
                 self.lineReceived(pending)
             else:
-                self.transport.loseConnection()  # nothing asked, nothing to answer
+                self.closeConnection()  # nothing asked, nothing to answer
 
     def writeConnectionLost(self) -> None:
         """The client no longer reads: nothing we could send would arrive."""
@@ -87,12 +89,15 @@ class ReadsocketProtocol(OrderedReplyMixin, LineReceiver):
             limit=READSOCKET_MAX_REQUEST,
             peer=self.transport.getPeer(),
         )
-        self.transport.loseConnection()
+        self.closeConnection()
 
     def sendAnswer(self, answer: Answer) -> None:
         words = [answer.kind.value, answer.text] if answer.text else [answer.kind.value]
         self.transport.write(" ".join(words).encode() + b"\n")
-        self.transport.loseConnection()
+        self.closeConnection()
+
+    def partialRequest(self) -> bool:
+        return not self._asked and bool(self._buffer)
 
 
 class ReadsocketFactory(MapTableFactory):

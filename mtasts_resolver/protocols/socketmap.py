@@ -8,14 +8,12 @@ serves several maps.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import NetstringReceiver
 
-from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
+from mtasts_resolver.lookup import Answer, AnswerKind
 
-from ._ordered import DEFAULT_IDLE_TIMEOUT_S, LiveConnections, OrderedReplyMixin
+from ._ordered import OrderedReplyMixin, TableFactory
 
 # Longest request payload accepted.  A request is a map name and a key that
 # is a domain or next-hop (at most 255 octets, plus brackets and a port), so
@@ -55,6 +53,7 @@ class SocketmapProtocol(OrderedReplyMixin, NetstringReceiver):
                 "malformed netstring from {peer}; dropping connection",
                 peer=self.transport.getPeer(),
             )
+            self.closeConnection()   # NetstringReceiver's own close waits for our producer
 
     def stringReceived(self, string: bytes) -> None:
         name, _, key = string.partition(b" ")
@@ -68,7 +67,7 @@ class SocketmapProtocol(OrderedReplyMixin, NetstringReceiver):
             self.log.debug("non-UTF-8 request {request!r}", request=string)
             self.reply(NOT_UTF8)
             return
-        self.reply(self.service.lookup(map_name, key_text))
+        self.ask(map_name, key_text)
 
     def sendAnswer(self, answer: Answer) -> None:
         if answer.kind is AnswerKind.NOTFOUND:
@@ -79,23 +78,11 @@ class SocketmapProtocol(OrderedReplyMixin, NetstringReceiver):
         payload = self.withinLimit(payload, SOCKETMAP_MAX_REPLY, _REPLY_TOO_LONG, answer.kind)
         self.writeReply(b"%d:%s," % (len(payload), payload))
 
+    def partialRequest(self) -> bool:
+        return bool(self._remainingData) or self._state == self._PARSING_PAYLOAD
 
-class SocketmapFactory(Factory):
+
+class SocketmapFactory(TableFactory):
     """Builds :class:`SocketmapProtocol` instances sharing one service."""
 
     protocol = SocketmapProtocol
-    noisy = False  # the listener logs where it listens; "Starting factory" says nothing more
-
-    def __init__(
-        self,
-        service: LookupService,
-        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-    ) -> None:
-        self.service = service
-        self.idle_timeout_s = idle_timeout_s
-        self.live = LiveConnections()
-
-    def buildProtocol(self, addr: IAddress) -> SocketmapProtocol:
-        proto = self.protocol(self.service, self.idle_timeout_s)
-        proto.factory = self
-        return proto

@@ -13,6 +13,7 @@ from twisted.protocols.basic import LineReceiver
 
 from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 
+from ._limits import ConnectionLimits
 from ._ordered import DEFAULT_IDLE_TIMEOUT_S, MapTableFactory, OrderedReplyMixin
 
 # tcp_table(5): "Replies must be no longer than 4096 characters including
@@ -97,8 +98,9 @@ class TcpTableProtocol(OrderedReplyMixin, LineReceiver):
         service: LookupService,
         map_name: str,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        limits: ConnectionLimits = ConnectionLimits(),
     ) -> None:
-        super().__init__(service, idle_timeout_s)
+        super().__init__(service, idle_timeout_s, limits)
         self.map_name = map_name
 
     def lineReceived(self, line: bytes) -> None:
@@ -112,7 +114,7 @@ class TcpTableProtocol(OrderedReplyMixin, LineReceiver):
                     self.log.debug("bad key {key!r}: {reason}", key=quoted_key, reason=e)
                     self.reply(Answer(AnswerKind.PERM, str(e)))
                     return
-                self.reply(self.service.lookup(self.map_name, key))
+                self.ask(self.map_name, key)
             case [b"get", *_]:
                 self.log.debug("malformed request {request!r}", request=line)
                 self.reply(MALFORMED_REQUEST)
@@ -128,12 +130,15 @@ class TcpTableProtocol(OrderedReplyMixin, LineReceiver):
             limit=TCP_TABLE_MAX_LINE,
             peer=self.transport.getPeer(),
         )
-        self.transport.loseConnection()
+        self.closeConnection()
 
     def sendAnswer(self, answer: Answer) -> None:
         reply = b"%s %s\n" % (_STATUS[answer.kind], encode_tcp(answer.text))
         reply = self.withinLimit(reply, TCP_TABLE_MAX_LINE, _REPLY_TOO_LONG, answer.kind)
         self.writeReply(reply)
+
+    def partialRequest(self) -> bool:
+        return bool(self._buffer)
 
 
 class TcpTableFactory(MapTableFactory):

@@ -9,13 +9,12 @@ all along.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from tests.world.daemon import DaemonProcess
-from tests.world.hostile import HOSTILE_POLICY_IP, HostileServer, proc_usage
+from tests.world.hostile import HOSTILE_POLICY_IP, HostileServer, SteadyClient, proc_usage
 from tests.world.netstrings import netstring, socketmap_call
 
 HTTP_TIMEOUT_S = 3.0
@@ -80,24 +79,6 @@ def ask(proc: DaemonProcess, name: str) -> bytes:
     return socketmap_call(proc.socketmap_port, netstring(f"postfix {name}.test".encode()), timeout_s=30)
 
 
-class WellBehaved(threading.Thread):
-    """Asks for the cached domain in a loop; records every latency and every wrong answer."""
-
-    def __init__(self, proc: DaemonProcess) -> None:
-        super().__init__(daemon=True)
-        self.proc, self.latencies, self.wrong = proc, [], []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            start = time.monotonic()
-            answer = ask(self.proc, GOOD)
-            self.latencies.append(time.monotonic() - start)
-            if answer != expected(GOOD):
-                self.wrong.append(answer)
-            time.sleep(0.02)
-
-
 @pytest.mark.parametrize("case", VALID)
 def test_valid_policy_in_every_framing_is_accepted(world, case):
     proc, _ = world
@@ -109,7 +90,7 @@ def test_hostile_policy_host_is_bounded(world, case):
     proc, server = world
     host = f"mta-sts.h-{case}.test"
     rss_before, fds_before = proc_usage(proc.proc.pid)
-    client = WellBehaved(proc)
+    client = SteadyClient(lambda: ask(proc, GOOD), expected(GOOD))
     client.start()
     try:
         start = time.monotonic()
@@ -117,8 +98,7 @@ def test_hostile_policy_host_is_bounded(world, case):
         took = time.monotonic() - start
         closed_after = server.wait_closed(host, HTTP_TIMEOUT_S + 1)
     finally:
-        client.stop.set()
-        client.join()
+        client.stop()
     rss_after, _ = proc_usage(proc.proc.pid)
     # No valid policy and nothing cached: RFC 8461 §5 says deliver as without one.
     assert answer == b"NOTFOUND "

@@ -20,6 +20,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from mtasts_resolver.config import DaemonConfig, ListenConfig
 from mtasts_resolver.lookup import NOT_FOUND, Answer, AnswerKind
 from mtasts_resolver.protocols import (
     DEFAULT_IDLE_TIMEOUT_S,
@@ -32,6 +33,7 @@ from mtasts_resolver.protocols import (
     decode_tcp,
     encode_tcp,
 )
+from mtasts_resolver.protocols._limits import ConnectionBudget, ConnectionLimits
 
 FOUND, NOTFOUND, TEMP, PERM = (
     AnswerKind.FOUND,
@@ -262,7 +264,7 @@ def test_failed_lookup_replies_temp_and_logs(kit: Kit, capture_log) -> None:
 
 @each_protocol
 def test_stalled_half_request_is_dropped_after_idle_timeout(kit: Kit) -> None:
-    conn = connect(kit.factory(FakeService()))
+    conn = connect(kit.factory(FakeService(), limits=ConnectionLimits(request_timeout_s=1000)))
     conn.feed(kit.half_request)
 
     conn.clock.advance(DEFAULT_IDLE_TIMEOUT_S - 0.5)
@@ -285,7 +287,7 @@ def test_idle_timeout_is_configurable(kit: Kit) -> None:
 
 @each_protocol
 def test_traffic_resets_idle_timeout(kit: Kit) -> None:
-    conn = connect(kit.factory(FakeService(), idle_timeout_s=10))
+    conn = connect(kit.factory(FakeService(), idle_timeout_s=10, limits=ConnectionLimits(request_timeout_s=1000)))
     for byte in kit.request("found.example"):
         conn.clock.advance(9)
         conn.feed(bytes([byte]))
@@ -313,6 +315,124 @@ def test_connection_lost_cancels_idle_timer(kit: Kit) -> None:
     assert len(conn.clock.getDelayedCalls()) == 1
     conn.lose()
     assert conn.clock.getDelayedCalls() == []
+
+
+# --- Per-client bounds (protocols/_limits.py) --------------------------------
+
+
+class Hits:
+    """An ``on_limit`` that remembers every hit."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, limit: str, detail: str) -> None:
+        self.seen.append(limit)
+
+
+@each_protocol
+def test_request_must_complete_within_its_deadline_however_slowly_it_trickles(kit: Kit) -> None:
+    hits = Hits()
+    conn = connect(kit.factory(FakeService(), limits=ConnectionLimits(request_timeout_s=5), on_limit=hits))
+    for byte in kit.half_request[:2]:            # one byte every 2 s: the idle timer never fires
+        conn.feed(bytes([byte]))
+        conn.clock.advance(2)
+    assert not conn.transport.disconnected
+    conn.clock.advance(1)                        # 5 s after the first byte
+    assert conn.transport.disconnected           # aborted
+    assert hits.seen == ["listen.request_timeout_s"]
+
+
+@each_protocol
+def test_each_request_gets_its_own_deadline(kit: Kit) -> None:
+    conn = connect(kit.factory(FakeService({(MAP, "k"): Answer(FOUND, "v")}),
+                               limits=ConnectionLimits(request_timeout_s=5)))
+    request = kit.request("k")
+    for _ in range(4):                           # 4 requests, each trickled over 4 s: 16 s in all
+        for byte in request:
+            conn.feed(bytes([byte]))
+            conn.clock.advance(4 / len(request))
+        assert conn.take() == kit.found("v")
+    assert not conn.transport.disconnected
+    assert len(conn.clock.getDelayedCalls()) == 1   # the idle timer only
+
+
+@each_protocol
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+def test_requests_past_max_in_flight_wait_with_reading_paused(kit: Kit, chunk: int | None) -> None:
+    slow = {f"k{i}": Deferred() for i in range(5)}
+    service = FakeService({(MAP, key): d for key, d in slow.items()})
+    hits = Hits()
+    conn = connect(kit.factory(service, limits=ConnectionLimits(max_in_flight=2), on_limit=hits))
+    conn.feed(b"".join(kit.request(key) for key in slow) + kit.malformed + kit.request("k0"), chunk)
+    assert [key for _, key in service.calls] == ["k0", "k1"]     # no lookup started past the cap
+    assert conn.transport.producerState == "paused"
+    assert hits.seen == ["listen.max_in_flight"]
+    slow["k1"].callback(Answer(FOUND, "one"))
+    assert conn.take() == b""                                   # k0 first, always
+    slow["k0"].callback(Answer(FOUND, "zero"))
+    assert conn.take() == kit.found("zero") + kit.found("one")
+    assert [key for _, key in service.calls] == ["k0", "k1", "k2", "k3"]
+    assert conn.transport.producerState == "paused"
+    for key in ("k2", "k3", "k4"):
+        slow[key].callback(Answer(FOUND, key))
+    # the held error reply and the last (already answered) k0 come out in request order
+    assert conn.take() == (kit.found("k2") + kit.found("k3") + kit.found("k4") + kit.malformed_reply
+                           + kit.found("zero"))
+    assert conn.transport.producerState == "producing"
+
+
+@each_protocol
+def test_unsent_replies_pause_reading_until_drained(kit: Kit) -> None:
+    hits = Hits()
+    conn = connect(kit.factory(FakeService(), on_limit=hits))
+    producer = conn.transport.producer
+    assert producer is not None and conn.transport.streaming
+    producer.pauseProducing()                  # what a FileDescriptor does past bufferSize
+    assert conn.transport.producerState == "paused"
+    assert hits.seen == ["listen.max_unsent_bytes"]
+    producer.resumeProducing()                 # and once its buffer is empty
+    assert conn.transport.producerState == "producing"
+
+
+def test_unsent_replies_threshold_is_the_transports_buffer_size() -> None:
+    class Transport(StringTransport):
+        bufferSize = 65536
+    proto = SocketmapFactory(FakeService(), limits=ConnectionLimits(max_unsent_bytes=1234)).buildProtocol(PEER)
+    transport = Transport()
+    proto.makeConnection(transport)
+    assert transport.bufferSize == 1234
+
+
+def test_close_unregisters_the_producer_first() -> None:
+    """FileDescriptor.loseConnection waits for a registered producer: it must be gone."""
+    conn = connect(TcpTableFactory(FakeService(), MAP))
+    conn.feed(b"x" * TCP_TABLE_MAX_LINE + b"\n")
+    assert conn.transport.disconnecting and conn.transport.producer is None
+
+
+def test_connections_are_capped_per_listener_and_in_total() -> None:
+    budget = ConnectionBudget(3)
+    hits = Hits()
+    first = SocketmapFactory(FakeService(), limits=ConnectionLimits(max_connections=2), budget=budget, on_limit=hits)
+    second = TcpTableFactory(FakeService(), MAP, budget=budget, on_limit=hits)
+    a, b = connect(first), connect(first)
+    assert first.buildProtocol(PEER) is None                       # listener full: closed at once
+    c = connect(second)
+    assert second.buildProtocol(PEER) is None                      # process full
+    assert hits.seen == ["listen.max_connections", "daemon.max_connections"]
+    a.lose()
+    assert budget.open == 2 and len(first.live) == 1
+    assert isinstance(second.buildProtocol(PEER), TcpTableProtocol)
+    b.lose(), c.lose()
+    assert budget.open == 0
+
+
+def test_limit_defaults_are_the_config_defaults() -> None:
+    listen, defaults = ListenConfig(), ConnectionLimits()
+    assert (listen.max_connections, listen.max_in_flight, listen.request_timeout_s, listen.max_unsent_bytes) == (
+        defaults.max_connections, defaults.max_in_flight, defaults.request_timeout_s, defaults.max_unsent_bytes)
+    assert DaemonConfig().max_connections >= defaults.max_connections
 
 
 # --- socketmap_table(5) ----------------------------------------------------
