@@ -1,287 +1,286 @@
-"""Wiring: build the service tree from a Config and run it under systemd supervision.
+"""The daemon's life, top to bottom: assemble, start, READY, reload on SIGHUP, drain and stop on SIGTERM.
 
-``make_service`` returns a ``MultiService`` whose children start in order
-(store and policy service first, listeners last) and stop in reverse, so the
-daemon stops answering before it closes the cache.  Readiness (``READY=1``)
-is sent only once every listener is bound.
+Start-up is all or nothing.  :func:`assemble` does everything that can fail,
+cheapest first (the checks of :mod:`preflight`, binding every listener,
+opening and checking the cache, loading it), and on any failure closes what
+it had opened, stops the spool's writer thread and raises :class:`Fatal`
+naming the address, path or user, so the process exits at once with a
+sysexits status instead of hanging half-bound.  READY=1 is sent only once
+every listener accepts.
+
+Stop is ordered, not concurrent: the listeners stop accepting and answer
+what is in flight (persisting what those lookups fetched), then the
+background work and the TLS-RPT feeds stop, then the spool commits, and only
+then is the cache closed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import signal
+from contextlib import ExitStack
 
-import sdnotify
 from twisted.application.internet import TimerService
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, gatherResults, maybeDeferred
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredLock, TimeoutError as DeferredTimeout, gatherResults, maybeDeferred
 from twisted.logger import Logger
 
-from mtasts_resolver.config import Config, ListenConfig
-from mtasts_resolver.net.dane_resolver import DaneResolver
-from mtasts_resolver.net.dns import ConfiguredResolver, DnsClient
-from mtasts_resolver.net.dnssec_probe import ValidationProbe
-from mtasts_resolver.net.sts_fetch import PolicyFetcher
-from mtasts_resolver.net.tls import trust_root
-from mtasts_resolver.app.logs import set_level
-from mtasts_resolver.protocols import LiveConnections
-from mtasts_resolver.protocols.readsocket import ReadsocketFactory
-from mtasts_resolver.protocols.socketmap import SocketmapFactory
-from mtasts_resolver.protocols.tcptable import TcpTableFactory
+from mtasts_resolver import __version__
+from mtasts_resolver.app import preflight
+from mtasts_resolver.app.assembly import Lookups, build_lookups
+from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFTWARE, EX_UNAVAILABLE, OK, Fatal
+from mtasts_resolver.app.listeners import ListenerService, bind_listener, log_fd_budget, table_factory, where
+from mtasts_resolver.app.logs import set_level, start_logging
 from mtasts_resolver.app.reload import plan_reload
-from mtasts_resolver.service import PolicyService, Resolution
-from mtasts_resolver.store import PolicyStore, open_store
-from mtasts_resolver.net.sts_resolver import StsResolver
-from mtasts_resolver.tlsrpt.feeds.services import SpoolService, feed_services, policy_lookup
-from mtasts_resolver.tlsrpt.feeds.resolution import resolution_sink
-from mtasts_resolver.tlsrpt.spool import OutcomeSpool
+from mtasts_resolver.app.systemd import Supervisor
 from mtasts_resolver.app.workers import inherited_fds, worker_index
-from mtasts_resolver.net.sockets import stream_listener
+from mtasts_resolver.config import Config, ConfigError, ListenConfig, load_config
+from mtasts_resolver.protocols import ConnectionBudget
+from mtasts_resolver.store import CannotCreate, DamagedCache, PolicyStore, StoreError, open_store
+from mtasts_resolver.store.retrying import RetryingPolicyStore
+from mtasts_resolver.tlsrpt.feeds.resolution import resolution_sink
+from mtasts_resolver.tlsrpt.feeds.services import feed_services, policy_lookup
+from mtasts_resolver.tlsrpt.spool import OutcomeSpool
 
-log = Logger()
-
-
-def build_policy_service(config: Config, reactor, store: PolicyStore,
-                         on_resolution: Callable[[Resolution], None] | None = None) -> PolicyService:
-    """The lookup service with its resolvers, shared by the daemon and the query tool.
-
-    Twisted's own host-name lookups (the policy fetch) are pointed at the
-    configured resolver too, so nothing resolves through the system's.
-    """
-    dns = DnsClient(config.dns.nameservers, config.dns.port, config.dns.timeout_s)
-    reactor.installNameResolver(ConfiguredResolver(dns))
-    fetcher = PolicyFetcher(reactor, trust_root(config.mta_sts.ca_file),
-                            config.mta_sts.http_timeout_s, config.mta_sts.max_policy_bytes)
-    dane = None
-    if config.dane.enabled:
-        dane = DaneResolver(reactor, dns, config.dane, ValidationProbe(dns, config.dane))
-    return PolicyService(reactor, StsResolver(dns, fetcher), store, config.mta_sts, config.tlsrpt.attribute_maps,
-                         on_resolution, dane=dane, dane_settings=config.dane)
+log = Logger(namespace="mtasts_resolver")
 
 
-class ListenerService(Service):
-    """Listens on one endpoint; ``ready`` fires once bound (or fails with the reason).
+async def run(reactor, config: Config, config_path: str | None) -> int:
+    """``mtasts-resolver [run]``: the daemon until SIGTERM; returns the exit status."""
+    start_logging(config.daemon.log_level)
+    try:
+        daemon = assemble(reactor, config)
+        await daemon.start()
+    except Fatal as exc:
+        log.critical("cannot start: {error}", error=exc)
+        return exc.status
+    supervisor = Supervisor(reactor, daemon.counts, config.dane.enabled, daemon.lookups.probe)
+    one_at_a_time = DeferredLock()
 
-    Stopping it closes the listening socket, then lets every open connection
-    send the replies it owes before closing it (Postfix reconnects on EOF),
-    aborting whatever is still open after ``drain_timeout_s``.
-    """
+    def on_sighup(*_: object) -> None:
+        # The handler only schedules; the reload runs on the reactor, one at a time.
+        reactor.callFromThread(lambda: one_at_a_time.run(
+            lambda: Deferred.fromCoroutine(reload(daemon, supervisor, config_path))))
 
-    def __init__(self, reactor, endpoint: IStreamServerEndpoint, factory: Factory, listen: ListenConfig,
-                 drain_timeout_s: float) -> None:
-        self._reactor = reactor
-        self._endpoint = endpoint
-        self._factory = factory
-        self._live: LiveConnections = factory.live   # every table factory counts its connections
-        self.listen = listen
-        self._drain_timeout_s = drain_timeout_s
-        self._port: IListeningPort | None = None
-        self.ready: Deferred[None] = Deferred()
+    # Installed before READY=1: until then SIGHUP would kill us.
+    signal.signal(signal.SIGHUP, on_sighup)
+    supervisor.ready()
+    log.info("mtasts-resolver {version} ready", version=__version__)
+    stopped: Deferred[int] = Deferred()
 
-    @property
-    def connections(self) -> int:
-        return len(self._live)
-
-    def startService(self) -> None:
-        super().startService()
-        self._endpoint.listen(self._factory).addCallbacks(self._bound, self.ready.errback)
-
-    def _bound(self, port: IListeningPort) -> None:
-        self._port = port
-        log.info("listening for {protocol} on {where}", protocol=self.listen.protocol,
-                 where=self.listen.tcp or self.listen.unix)
-        self.ready.callback(None)
-
-    def stopService(self) -> Deferred | None:
-        super().stopService()
-        if self._port is None:
-            return None
-        return Deferred.fromCoroutine(self._stop())
-
-    async def _stop(self) -> None:
-        await self._port.stopListening()
-        drained = self._live.close_when_answered()
-        drained.addTimeout(self._drain_timeout_s, self._reactor)
+    async def shutdown() -> None:
+        supervisor.stopping(daemon.connections)
         try:
-            await drained
-        except DeferredTimeout:
-            log.warn("{count} connections still busy after {timeout} s; dropping them",
-                     count=len(self._live), timeout=self._drain_timeout_s)
-            self._live.abort()
+            await daemon.stop()
+        except Exception:  # noqa: BLE001 - a bug in stopping must still end the process, loudly
+            log.failure("stopping failed")
+            stopped.callback(EX_SOFTWARE)
+            return
+        log.info("stopped")
+        stopped.callback(OK)
+
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(shutdown()))
+    return await stopped
 
 
-def _endpoint(reactor, listen: ListenConfig, inherited_fd: int | None) -> IStreamServerEndpoint:
-    """Every listener is a socket from :func:`net.sockets.stream_listener`, adopted by the reactor.
-
-    Binding with the socket module here, or in the parent of a worker pool,
-    gives one code path for both (socket file mode and owner included).
-    """
-    sock = socket.socket(fileno=inherited_fd) if inherited_fd is not None else stream_listener(listen.socket)
-    family = sock.family
-    return AdoptedStreamServerEndpoint(reactor, sock.detach(), family)
-
-
-def _factory(listen: ListenConfig, policy: PolicyService) -> Factory:
-    if listen.protocol == "socketmap":
-        return SocketmapFactory(policy, idle_timeout_s=listen.idle_timeout_s)
-    if listen.protocol == "readsocket":
-        return ReadsocketFactory(policy, listen.map_name, idle_timeout_s=listen.idle_timeout_s)
-    return TcpTableFactory(policy, listen.map_name, idle_timeout_s=listen.idle_timeout_s)
-
-
-class _StoreService(Service):
-    """Closes the store last, after every listener has stopped."""
-
-    def __init__(self, store: PolicyStore) -> None:
-        self._store = store
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._store.close()
+async def reload(daemon: Daemon, supervisor: Supervisor, config_path: str | None) -> None:
+    """SIGHUP: apply the new configuration or refuse it; either way a log line, READY=1 and STATUS say so."""
+    supervisor.reloading()
+    try:
+        new = load_config(config_path)
+        _check(new)
+    except (ConfigError, Fatal) as exc:
+        log.error("reload refused, still running the previous configuration: {error}", error=exc)
+        supervisor.reloaded(f"last reload refused: {exc}")
+        return
+    try:
+        restart_needed, left_out = await daemon.reload(new)
+    except Exception:  # noqa: BLE001 - a bug must not leave systemd waiting for READY=1
+        log.failure("reload failed half-way")
+        supervisor.reloaded("last reload failed half-way, see the log")
+        return
+    notes = []
+    if left_out:
+        notes.append(f"left out (cannot listen): {', '.join(left_out)}")
+    if restart_needed:
+        notes.append(f"restart needed for {', '.join(restart_needed)}")
+    log.info("configuration reloaded from {path}{notes}", path=config_path or "embedded defaults",
+             notes=f" ({'; '.join(notes)})" if notes else "")
+    supervisor.reloaded("; ".join(notes))
 
 
-@dataclass
+def _check(config: Config) -> None:
+    """The checks that need no binding, as one :class:`Fatal` (the first problem's status)."""
+    found = preflight.problems(config)
+    if found:
+        raise Fatal("; ".join(map(str, found)), found[0].status)
+
+
 class Daemon:
-    service: MultiService
-    policy: PolicyService
-    config: Config
-    reactor: object
-    listeners: list[ListenerService] = field(default_factory=list)
+    """The running parts, in the order they stop: listeners, background work, spool, store."""
 
-    def ready(self) -> Deferred:
-        return gatherResults([listener.ready for listener in self.listeners], consumeErrors=True)
+    def __init__(self, reactor, config: Config, lookups: Lookups, listeners: list[ListenerService],
+                 background: list[Service], spool: OutcomeSpool, store: RetryingPolicyStore) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.lookups = lookups
+        self.listeners = listeners
+        self._background = background   # TLS-RPT feeds and timers
+        self._spool = spool
+        self._store = store
+        self._connections = ConnectionBudget(config.daemon.max_connections)   # every listener's together
 
     @property
     def connections(self) -> int:
         return sum(listener.connections for listener in self.listeners)
 
-    def add_listener(self, listen: ListenConfig, inherited_fd: int | None = None) -> ListenerService:
-        listener = ListenerService(self.reactor, _endpoint(self.reactor, listen, inherited_fd),
-                                   _factory(listen, self.policy),
-                                   listen, self.config.daemon.drain_timeout_s)
-        listener.setServiceParent(self.service)
-        self.listeners.append(listener)
-        return listener
+    def counts(self) -> str:
+        """The live part of systemd's STATUS= line."""
+        counts = f"{self.lookups.policy.domains_cached} domains cached, {self.connections} client connections"
+        if self._store.waiting:
+            counts = f"{counts}, {self._store.waiting} policies NOT persisted yet (see the log)"
+        return counts
 
-    async def reload(self, new: Config) -> tuple[str, ...]:
-        """Apply ``new`` where it can change live; returns the sections that need a restart.
+    async def start(self) -> None:
+        """Start the background work, then the listeners; if any fails, stop everything and raise."""
+        for service in [*self._background, *self.listeners]:
+            try:
+                service.startService()
+            except Exception as exc:  # noqa: BLE001 - whatever it was, nothing may stay half-started
+                status = EX_CONFIG if isinstance(exc, KeyError) else (
+                    EX_UNAVAILABLE if isinstance(exc, OSError) else EX_SOFTWARE)
+                if status == EX_SOFTWARE:
+                    log.failure("cannot start {service}", service=type(service).__name__)
+                await self.stop()
+                raise Fatal(f"cannot start {_name(service)}: {exc}", status) from None
 
-        A listener that fails to bind is logged and left out; the others
-        keep serving.
+    async def stop(self) -> None:
+        # 1. Stop accepting; answer what is in flight (at most drain_timeout_s, then connections are dropped).
+        #    A lookup's policy is persisted before its answer is sent, so the store must still be open.
+        await gatherResults([maybeDeferred(listener.stopService) for listener in self.listeners])
+        # 2. Background work: a periodic refresh still running gets the drain timeout too.
+        running = gatherResults([maybeDeferred(service.stopService) for service in reversed(self._background)
+                                 if service.running])
+        running.addTimeout(self.config.daemon.drain_timeout_s, self.reactor)
+        try:
+            await running
+        except DeferredTimeout:
+            log.warn("background work still running after {timeout} s; stopping without it",
+                     timeout=self.config.daemon.drain_timeout_s)
+        # 3. The spool commits what the feeds gave it; 4. then the cache closes.
+        await self._spool.stop()
+        self._store.close()
+
+    async def reload(self, new: Config) -> tuple[tuple[str, ...], list[str]]:
+        """Apply ``new`` where it can change live; returns (sections needing a restart, listeners left out).
+
+        Removed listeners stop listening first (a changed listener may reuse
+        the address), new ones are bound, then the removed ones drain.  A
+        listener that cannot bind is logged and left out; the others keep
+        serving.
         """
         plan = plan_reload(self.config, new)
         set_level(new.daemon.log_level)
-        self.config = dataclasses.replace(self.config, daemon=dataclasses.replace(
-            self.config.daemon, log_level=new.daemon.log_level, drain_timeout_s=new.daemon.drain_timeout_s))
+        drain_timeout_s = new.daemon.drain_timeout_s
         stopping = [listener for listener in self.listeners if listener.listen in plan.stop]
+        drains = [maybeDeferred(listener.stopService) for listener in stopping]
         for listener in stopping:
             self.listeners.remove(listener)
-        starting = [self.add_listener(listen) for listen in plan.start]
-        await gatherResults([maybeDeferred(listener.disownServiceParent) for listener in stopping])
-        for listener in starting:
+            await listener.unbound
+        left_out = []
+        for listen in plan.start:
             try:
-                await listener.ready
-            except Exception as exc:
-                log.error("cannot listen on {where}: {error}", where=listener.listen.tcp or listener.listen.unix,
-                          error=exc)
-                self.listeners.remove(listener)
-                await maybeDeferred(listener.disownServiceParent)
-        self.config = dataclasses.replace(self.config, listen=tuple(listener.listen for listener in self.listeners))
+                listener = self._listener(listen, bind_listener(listen))
+            except Fatal as exc:
+                log.error("{error}: this listener is left out", error=exc)
+                left_out.append(where(listen))
+                continue
+            listener.startService()
+            self.listeners.append(listener)
+        for listener in self.listeners:
+            listener.drain_timeout_s = drain_timeout_s
+        await gatherResults(drains)
+        self.config = dataclasses.replace(
+            self.config, listen=tuple(listener.listen for listener in self.listeners),
+            daemon=dataclasses.replace(self.config.daemon, log_level=new.daemon.log_level,
+                                       drain_timeout_s=drain_timeout_s))
         if plan.restart_needed:
             log.warn("configuration sections changed that only a restart applies: {sections}",
                      sections=", ".join(plan.restart_needed))
-        return plan.restart_needed
+        return plan.restart_needed, left_out
+
+    def _listener(self, listen: ListenConfig, sock) -> ListenerService:
+        return ListenerService(self.reactor, sock, table_factory(listen, self.lookups.policy, self._connections), listen,
+                               self.config.daemon.drain_timeout_s)
 
 
-def make_service(config: Config, reactor) -> Daemon:
-    store = open_store(config.cache.backend, str(config.cache_path))
-    spool = OutcomeSpool(reactor, store.outcome_writer(), config.tlsrpt.spool_flush_interval_s)
-    policy = build_policy_service(config, reactor, store, resolution_sink(spool.add, reactor.seconds))
-    loaded = policy.load()
-    log.info("loaded {count} cached policies from {path}", count=loaded, path=config.cache_path)
-    root = MultiService()
-    _StoreService(store).setServiceParent(root)
-    SpoolService(spool).setServiceParent(root)  # stops after the feeds: commits what they gave it
-    if worker_index() == 0:  # one collector and one log follower, however many workers
-        for feed in feed_services(config.tlsrpt, reactor, spool, store, policy_lookup(policy.cached_policy)):
-            feed.setServiceParent(root)
-    refresher = TimerService(config.mta_sts.refresh_interval_s, policy.refresh_due)
-    refresher.clock = reactor
-    refresher.setServiceParent(root)
-    daemon = Daemon(root, policy, config, reactor)
-    if policy.dane_probe is not None:
-        # DNSSEC validation probe: at start-up (DANE lookups wait for it) and periodically.
-        prober = TimerService(config.dane.probe_interval_s, policy.dane_probe.check)
-        prober.clock = reactor
-        prober.setServiceParent(root)
-    inherited = inherited_fds()   # set in the workers of a pool: the parent bound the listeners
-    for index, listen in enumerate(config.listen):
-        daemon.add_listener(listen, inherited[index] if inherited is not None else None)
-    return daemon
+def assemble(reactor, config: Config) -> Daemon:
+    """Everything the daemon needs, checked and opened; nothing started yet.
 
-
-class Supervisor:
-    """sd_notify: READY once listening, RELOADING on SIGHUP, STATUS with counts, WATCHDOG, STOPPING.
-
-    The watchdog is pinged from a reactor timer, so a wedged reactor (the
-    thing worth restarting for) stops the pings and systemd restarts us.
+    On failure, what was opened is closed again (sockets, the cache, the
+    spool's writer thread) and :class:`Fatal` says what failed.
     """
-
-    def __init__(self, reactor, daemon: Daemon) -> None:
-        self._notifier = sdnotify.SystemdNotifier()
-        self._reactor = reactor
-        self._daemon = daemon
-        self._watchdog: TimerService | None = None
-        self._note = ""
-
-    def ready(self) -> None:
-        self._notifier.notify(f"READY=1\nSTATUS={self._status()}")
-        probe = self._daemon.policy.dane_probe
-        if probe is not None:  # DANE switched off or back on: show it at once
-            probe.subscribe(lambda _: self._notifier.notify(f"STATUS={self._status()}"))
-        interval_s = _watchdog_interval_s(os.environ)
-        if interval_s:
-            self._watchdog = TimerService(interval_s, self._ping)
-            self._watchdog.clock = self._reactor
-            self._watchdog.startService()
-
-    def reloading(self) -> None:
-        self._notifier.notify("RELOADING=1\nSTATUS=reloading the configuration")
-
-    def reloaded(self, note: str = "") -> None:
-        """Back to READY after a reload; ``note`` (e.g. "restart needed for dns") stays in STATUS."""
-        self._note = note
-        self._notifier.notify(f"READY=1\nSTATUS={self._status()}")
-
-    def _ping(self) -> None:
-        self._notifier.notify(f"WATCHDOG=1\nSTATUS={self._status()}")
-
-    def _status(self) -> str:
-        status = (f"{self._daemon.policy.domains_cached} domains cached, "
-                  f"{self._daemon.connections} client connections")
-        status = f"{status}; {self._daemon.policy.dane_status()}"
-        return f"{status}; {self._note}" if self._note else status
-
-    def stopping(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.stopService()
-        self._notifier.notify(f"STOPPING=1\nSTATUS=stopping, {self._daemon.connections} connections finishing")
+    _check(config)
+    with ExitStack() as opened:
+        inherited = inherited_fds()   # set in the workers of a pool: the parent bound the listeners
+        sockets = [opened.enter_context(bind_listener(listen, inherited[index] if inherited is not None else None))
+                   for index, listen in enumerate(config.listen)]
+        store = _open_cache(config)
+        opened.callback(store.close)
+        spool = OutcomeSpool(reactor, store.outcome_writer(), config.tlsrpt.spool_flush_interval_s)
+        opened.callback(spool.stop)   # stops its writer thread: a thread left running keeps the process alive
+        persistent = RetryingPolicyStore(store, reactor)
+        lookups = build_lookups(config, reactor, persistent, resolution_sink(spool.add, reactor.seconds))
+        loaded = _load_cache(lookups, config)
+        log.info("loaded {count} cached policies from {path}", count=loaded, path=config.cache_path)
+        log_fd_budget(config)
+        background: list[Service] = []
+        if worker_index() == 0:  # one collector and one log follower, however many workers
+            background += feed_services(config.tlsrpt, reactor, spool, store,
+                                        policy_lookup(lookups.policy.cached_policy))
+        background.append(_timer(reactor, config.mta_sts.refresh_interval_s, lookups.policy.refresh_due))
+        if lookups.probe is not None:
+            # DNSSEC validation probe: at start-up (DANE lookups wait for it) and periodically.
+            background.append(_timer(reactor, config.dane.probe_interval_s, lookups.probe.check))
+        daemon = Daemon(reactor, config, lookups, [], background, spool, persistent)
+        daemon.listeners = [daemon._listener(listen, sock) for listen, sock in zip(config.listen, sockets)]
+        opened.pop_all()
+        return daemon
 
 
-def _watchdog_interval_s(environ: dict[str, str] | os._Environ) -> float:
-    """Half of systemd's WatchdogSec= (sd_watchdog_enabled(3) advises pinging at half), 0 when off.
+def _open_cache(config: Config) -> PolicyStore:
+    try:
+        return open_store(config.cache.backend, str(config.cache_path))
+    except DamagedCache as exc:
+        _log_damage(exc)
+        raise Fatal(str(exc), EX_IOERR) from None
+    except CannotCreate as exc:
+        raise Fatal(str(exc), EX_CANTCREAT) from None
+    except StoreError as exc:
+        raise Fatal(str(exc), EX_IOERR) from None
 
-    WATCHDOG_PID names the process meant when set: a child that inherited
-    the environment must not ping for its parent.
-    """
-    pid = environ.get("WATCHDOG_PID")
-    if pid and pid != str(os.getpid()):
-        return 0.0
-    usec = environ.get("WATCHDOG_USEC", "")
-    return int(usec) / 2e6 if usec.isdigit() else 0.0
+
+def _load_cache(lookups: Lookups, config: Config) -> int:
+    try:
+        return lookups.policy.load()
+    except DamagedCache as exc:
+        _log_damage(exc)
+        raise Fatal(str(exc), EX_IOERR) from None
+    except StoreError as exc:
+        raise Fatal(f"cannot load the policy cache {config.cache_path}: {exc}", EX_IOERR) from None
+
+
+def _log_damage(exc: DamagedCache) -> None:
+    for what, why in exc.problems:
+        log.error("policy cache {path}: {what} cannot be loaded: {why}", path=exc.path, what=what, why=why)
+
+
+def _timer(reactor, interval_s: float, call) -> TimerService:
+    timer = TimerService(interval_s, call)
+    timer.clock = reactor
+    return timer
+
+
+def _name(service: Service) -> str:
+    return f"{service.listen.protocol} listener on {where(service.listen)}" if isinstance(
+        service, ListenerService) else type(service).__name__

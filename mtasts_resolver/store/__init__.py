@@ -24,6 +24,31 @@ class StoreError(Exception):
     """The store could not do what was asked (disk full, corrupt file, locked)."""
 
 
+class CannotCreate(StoreError):
+    """The cache file or its directory cannot be created or written (read-only, missing, not a directory)."""
+
+
+#: Named in the refusal to start on a damaged cache; see :mod:`mtasts_resolver.store.salvage`.
+SALVAGE_COMMAND = "mtasts-resolver salvage-cache"
+
+
+class DamagedCache(StoreError):
+    """The cache file is damaged: some of what it held cannot be read.
+
+    The daemon refuses to start rather than forget: a domain whose cached
+    policy is lost is open to the downgrade RFC 8461 §5.1's persistent cache
+    exists to stop.  ``problems`` are (domain or "file", why) pairs.
+    """
+
+    def __init__(self, path: str, problems: list[tuple[str, str]]) -> None:
+        self.path = path
+        self.problems = problems
+        shown = "; ".join(f"{what}: {why}" for what, why in problems[:3])
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        super().__init__(f"policy cache {path} is damaged ({shown}{more}); run `{SALVAGE_COMMAND}` to copy the "
+                         "readable policies into a fresh file (the damaged one is kept aside), then start again")
+
+
 class PolicyStore(Protocol):
     def load_policies(self) -> Iterator[CachedPolicy]:
         """Every stored policy, expired ones included (the caller decides)."""

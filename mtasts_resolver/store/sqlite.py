@@ -16,11 +16,30 @@ from pathlib import Path
 
 from mtasts_resolver.policy.model import CachedPolicy, StsPolicy
 from mtasts_resolver.policy.sts import parse_policy
-from mtasts_resolver.store import StoreError
+from mtasts_resolver.store import CannotCreate, DamagedCache, StoreError
 from mtasts_resolver.store.sqlite_tlsrpt import TlsrptTables, connect
 
 LOAD_CHUNK_ROWS = 1000
 SCHEMA_VERSION = 2
+
+
+_SELECT_RAW_POLICIES = ("SELECT CAST(domain AS BLOB), CAST(txt_id AS BLOB), CAST(policy AS BLOB), fetched_at "
+                        "FROM sts_policy")
+
+
+def policy_from_row(domain: bytes, txt_id: bytes, text: bytes, fetched_at: object) -> CachedPolicy | tuple[str, str]:
+    """One stored row as a policy, or (domain, why it cannot be loaded): a row this program wrote always loads."""
+    name = domain.decode("utf-8", errors="replace") if isinstance(domain, bytes) else repr(domain)
+    try:
+        domain_text, txt_text, policy_text = (value.decode("utf-8") for value in (domain, txt_id, text))
+    except (UnicodeDecodeError, AttributeError) as exc:
+        return name, f"not UTF-8 text ({exc})"
+    if isinstance(fetched_at, bool) or not isinstance(fetched_at, (int, float)):
+        return name, f"fetched_at is not a number: {fetched_at!r}"
+    policy = parse_policy(policy_text.encode("utf-8"))
+    if not isinstance(policy, StsPolicy):
+        return name, f"the stored policy does not parse: {policy}"
+    return CachedPolicy(domain_text, txt_text, policy, float(fetched_at))
 
 
 @contextmanager
@@ -36,6 +55,13 @@ def _opening_lock(path: Path) -> Iterator[None]:
         yield
 
 
+# SQLite's own words for a file that is not (or no longer) a whole database.
+_DAMAGE_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+# ... and for one that cannot be created or written where it is.
+_CANNOT_CREATE_ERRORS = frozenset({"SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM"})
+QUICK_CHECK_LINES = 5   # of quick_check's findings, shown in the refusal to start
+
+
 class SqliteStore(TlsrptTables):
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
@@ -45,12 +71,34 @@ class SqliteStore(TlsrptTables):
                 self._db = connect(path)
                 self._migrate()
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise CannotCreate(f"cannot create the state directory {path.parent}: {exc.strerror}") from None
                 with _opening_lock(path):
+                    if path.exists() and path.stat().st_size == 0:
+                        # This program never leaves an empty file: it was truncated.
+                        raise DamagedCache(str(path), [("file", "it is empty (0 bytes)")])
                     self._db = connect(path)
+                    self._check()
                     self._migrate()
-        except (OSError, sqlite3.Error) as exc:
+        except StoreError:
+            raise
+        except sqlite3.Error as exc:
+            name = getattr(exc, "sqlite_errorname", "")
+            if name in _DAMAGE_ERRORS:
+                raise DamagedCache(str(path), [("file", str(exc))]) from exc
+            if name in _CANNOT_CREATE_ERRORS:
+                raise CannotCreate(f"cannot open policy cache {path}: {exc}") from exc
             raise StoreError(f"cannot open policy cache {path}: {exc}") from exc
+        except OSError as exc:
+            raise CannotCreate(f"cannot open policy cache {path}: {exc}") from exc
+
+    def _check(self) -> None:
+        """SQLite's ``quick_check``: every page and record well-formed (a damaged file is never used)."""
+        findings = [row[0] for row in self._db.execute(f"PRAGMA quick_check({QUICK_CHECK_LINES})")]
+        if findings != ["ok"]:
+            raise DamagedCache(str(self.path), [("file", finding) for finding in findings])
 
     def _migrate(self) -> None:
         """Create or upgrade the schema stepwise, each step in one transaction.
@@ -83,17 +131,30 @@ class SqliteStore(TlsrptTables):
                 raise
 
     def load_policies(self) -> Iterator[CachedPolicy]:
-        """Rows a chunk at a time: holding all 100,000 raw rows next to their
-        parsed copies would leave tens of MB of freed memory in the process."""
+        """Every row that loads; then :class:`DamagedCache` naming each one that does not.
+
+        Rows come a chunk at a time: holding all 100,000 raw rows next to
+        their parsed copies would leave tens of MB of freed memory in the
+        process.  Text comes as bytes, so that one undecodable row is named
+        instead of ending the read.
+        """
+        damaged: list[tuple[str, str]] = []
         try:
-            cursor = self._db.execute("SELECT domain, txt_id, policy, fetched_at FROM sts_policy")
+            cursor = self._db.execute(_SELECT_RAW_POLICIES)
             while rows := cursor.fetchmany(LOAD_CHUNK_ROWS):
-                for domain, txt_id, text, fetched_at in rows:
-                    policy = parse_policy(text.encode("utf-8"))
-                    if isinstance(policy, StsPolicy):  # a row this program wrote always parses
-                        yield CachedPolicy(domain, txt_id, policy, fetched_at)
+                for row in rows:
+                    loaded = policy_from_row(*row)
+                    if isinstance(loaded, CachedPolicy):
+                        yield loaded
+                    else:
+                        damaged.append(loaded)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read policy cache: {exc}") from exc
+            raise DamagedCache(str(self.path), [*damaged, ("file", f"reading stopped: {exc}")]) from exc
+        if damaged:
+            raise DamagedCache(str(self.path), damaged)
+
+    def close(self) -> None:
+        self._db.close()
 
     def save_policy(self, cached: CachedPolicy) -> None:
         self.save_policies([cached])
@@ -117,6 +178,3 @@ class SqliteStore(TlsrptTables):
                 self._db.execute("DELETE FROM sts_policy WHERE domain = ?", (domain,))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot delete policy of {domain}: {exc}") from exc
-
-    def close(self) -> None:
-        self._db.close()

@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from mtasts_resolver.app.daemon import _watchdog_interval_s
 from tests.world.daemon import DaemonProcess, free_port
 
 DNS_TIMEOUT_S = 3
@@ -72,16 +71,6 @@ def test_no_watchdog_without_watchdog_usec(daemon):
     daemon.start()
     daemon.wait_for("WATCHDOG=1", 1.0)
     assert not any("WATCHDOG=1" in n for n in daemon.notifications)
-
-
-@pytest.mark.parametrize("environ,interval_s", [
-    ({}, 0.0),
-    ({"WATCHDOG_USEC": "20000000"}, 10.0),
-    ({"WATCHDOG_USEC": "20000000", "WATCHDOG_PID": "1"}, 0.0),   # meant for another process
-    ({"WATCHDOG_USEC": "junk"}, 0.0),
-])
-def test_watchdog_interval_is_half_of_watchdog_usec(environ, interval_s):
-    assert _watchdog_interval_s(environ) == interval_s
 
 
 def test_sigterm_answers_lookups_in_flight_then_stopping(daemon):
