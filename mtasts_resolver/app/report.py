@@ -5,36 +5,40 @@ from __future__ import annotations
 import datetime
 import sys
 
-from mtasts_resolver.config import Config
-from mtasts_resolver.net.dns import ConfiguredResolver, DnsClient
-from mtasts_resolver.net.tls import trust_root
+from mtasts_resolver.app.assembly import dns_on_reactor
+from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFTWARE, EX_TEMPFAIL, OK
 from mtasts_resolver.app.logs import start_logging
-from mtasts_resolver.store import StoreError, open_store
+from mtasts_resolver.config import Config
+from mtasts_resolver.net.tls import trust_root
+from mtasts_resolver.store import CannotCreate, StoreError, open_store
 from mtasts_resolver.tlsrpt.report.deliver import HttpsPoster, MailSubmitter
 from mtasts_resolver.tlsrpt.report.dkim import DkimKey
-from mtasts_resolver.tlsrpt.report.reporter import Deliverers, Reporter, ReporterError, RunLock, check_settings, status_text
-
-EX_SOFTWARE = 70  # sysexits.h: the run failed (store, lock); systemd shows the timer's unit as failed
-EX_TEMPFAIL = 75  # sysexits.h: a domain or delivery failed this run and is tried again at the next one
+from mtasts_resolver.tlsrpt.report.reporter import (Deliverers, Reporter, ReporterError, RunLock, RunLocked,
+                                                     check_settings, status_text)
 
 
 async def report_command(reactor, config: Config, status: bool, days: tuple[str, ...]) -> int:
+    """A sysexits status: 75 when a domain or delivery failed this run (tried again at the next one),
+    78 for settings or a --day that cannot work, 74/73 for the spool, 75 too when another run holds the lock."""
     start_logging(config.daemon.log_level)
+    try:
+        for day in days:
+            datetime.date.fromisoformat(day)
+    except ValueError as exc:
+        print(f"report: --day: {exc}", file=sys.stderr)
+        return EX_CONFIG
     try:
         store = open_store(config.cache.backend, str(config.cache_path))
     except StoreError as exc:
         print(f"cannot open the spool: {exc}", file=sys.stderr)
-        return EX_SOFTWARE
+        return EX_CANTCREAT if isinstance(exc, CannotCreate) else EX_IOERR
     try:
         if status:
             print(status_text(store, reactor.seconds()))
             return 0
-        for day in days:
-            datetime.date.fromisoformat(day)
         settings = config.tlsrpt
         check_settings(settings)
-        dns = DnsClient(config.dns.nameservers, config.dns.port, config.dns.timeout_s)
-        reactor.installNameResolver(ConfiguredResolver(dns))  # rua hosts resolve like everything else
+        dns = dns_on_reactor(config, reactor)  # rua hosts resolve like everything else
         deliverers = Deliverers(
             MailSubmitter(settings.mail_submission, settings.sendmail_command, settings.smtp_server,
                           settings.delivery_timeout_s),
@@ -43,7 +47,13 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
             DkimKey(settings.dkim_selector, settings.submitter_domain, settings.dkim_key_file))
         with RunLock(config.cache_path.parent / "report.lock"):
             problems = await Reporter(reactor, store, dns, settings, deliverers).run(days)
-    except (ReporterError, StoreError, ValueError, OSError) as exc:
+    except ReporterError as exc:   # settings that cannot send, or another run holding the lock
+        print(f"report: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if isinstance(exc, RunLocked) else EX_CONFIG
+    except StoreError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return EX_IOERR
+    except (ValueError, OSError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return EX_SOFTWARE
     finally:
@@ -52,4 +62,4 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
         print(f"report: {len(problems)} failed this run (tried again at the next run):", *problems,
               sep="\n  ", file=sys.stderr)
         return EX_TEMPFAIL
-    return 0
+    return OK

@@ -58,6 +58,10 @@ class ReporterError(Exception):
     """The reporter cannot run (configuration, lock)."""
 
 
+class RunLocked(ReporterError):
+    """Another report run holds the lock: this one is not needed (exit status 75, try again later)."""
+
+
 def check_settings(settings: TlsrptConfig) -> None:
     missing = [name for name in ("organization_name", "contact_info", "dkim_selector", "dkim_key_file")
                if not getattr(settings, name)]
@@ -222,7 +226,7 @@ class RunLock:
             fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._handle.close()
-            raise ReporterError(f"another report run holds {self._path}") from None
+            raise RunLocked(f"another report run holds {self._path}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
