@@ -123,7 +123,7 @@ class ListenConfig:
             " a little more lets it."))
     max_connections: int = field(default=1024, metadata=_meta(minimum=1,
         doc="Client connections on this listener; one more is closed at once (Postfix defers that lookup)."))
-    max_in_flight: int = field(default=64, metadata=_meta(minimum=1,
+    max_in_flight: int = field(default=16, metadata=_meta(minimum=1,
         doc="Requests read but not yet answered on one connection; past it reading that connection pauses "
             "(Postfix sends one at a time)."))
     max_unsent_bytes: int = field(default=65536, metadata=_meta(minimum=4096,

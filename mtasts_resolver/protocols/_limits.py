@@ -42,9 +42,11 @@ def ignore_limit(limit: str, detail: str) -> None:
 # even a loaded host completes it within milliseconds; tcp_table(5) gives a
 # whole exchange 100 s.  10 s leaves room for a stalled network.
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
-# Postfix has one request outstanding per connection; 64 lets a pipelining
-# test client or a batch tool keep the resolver busy without holding much.
-DEFAULT_MAX_IN_FLIGHT = 64
+# Postfix has one request outstanding per connection; 16 lets a pipelining
+# batch tool keep the resolver busy.  More buys little: cold lookups are CPU
+# (a TLS handshake each), and 64 at once from one client tripled the cached
+# answers' p99 for everyone else (bench/hostile.py).
+DEFAULT_MAX_IN_FLIGHT = 16
 # Twisted's own default write-buffer threshold (FileDescriptor.bufferSize),
 # on top of the kernel's socket buffer: about 600 cached replies.
 DEFAULT_MAX_UNSENT_BYTES = 65536

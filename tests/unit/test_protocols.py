@@ -34,6 +34,7 @@ from mtasts_resolver.protocols import (
     encode_tcp,
 )
 from mtasts_resolver.protocols._limits import ConnectionBudget, ConnectionLimits
+from mtasts_resolver.protocols._ordered import INPUT_PER_TURN
 
 FOUND, NOTFOUND, TEMP, PERM = (
     AnswerKind.FOUND,
@@ -81,6 +82,7 @@ class Conn:
         step = chunk or max(len(data), 1)
         for i in range(0, len(data), step):
             self.proto.dataReceived(data[i : i + step])
+            self.clock.advance(0)   # the next reactor turns: input past INPUT_PER_TURN waits for them
 
     def take(self) -> bytes:
         """What was written since the last take."""
@@ -392,6 +394,22 @@ def test_unsent_replies_pause_reading_until_drained(kit: Kit) -> None:
     assert conn.transport.producerState == "paused"
     assert hits.seen == ["listen.max_unsent_bytes"]
     producer.resumeProducing()                 # and once its buffer is empty
+    assert conn.transport.producerState == "producing"
+
+
+@each_protocol
+def test_a_big_read_is_handled_a_slice_per_reactor_turn(kit: Kit) -> None:
+    """One read of thousands of pipelined requests must not hold the event loop (and everyone else) up."""
+    service = FakeService({(MAP, "k"): Answer(FOUND, "v")})
+    conn = connect(kit.factory(service))
+    data = kit.request("k") * 5000
+    conn.proto.dataReceived(data)
+    first = len(service.calls)
+    assert 0 < first <= INPUT_PER_TURN // len(kit.request("k")) + 1
+    assert conn.transport.producerState == "paused"
+    conn.clock.advance(0)
+    assert len(service.calls) == 5000
+    assert conn.take() == kit.found("v") * 5000
     assert conn.transport.producerState == "producing"
 
 
