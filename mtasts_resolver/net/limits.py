@@ -191,7 +191,8 @@ class CappedConnections:
 
     def endpointForURI(self, uri) -> IStreamClientEndpoint:
         """What ``Agent``'s own endpoint factory builds for https, wrapped (HostnameEndpoint + wrapClientTLS)."""
-        tcp = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=self._connect_timeout_s)
+        # A native str, as Agent's own does: the host came from an A-label domain, so it is ASCII.
+        tcp = HostnameEndpoint(self._reactor, uri.host.decode("ascii"), uri.port, timeout=self._connect_timeout_s)
         tls = wrapClientTLS(self._tls_policy.creatorForNetloc(uri.host, uri.port), tcp)
         return _CappedEndpoint(self, tls)
 
