@@ -1,12 +1,18 @@
-"""The pure feed parsers: libtlsrpt datagrams and the Postfix 3.7-3.9 log correlator, as tables."""
+"""The feed parsers as tables (libtlsrpt datagrams, the Postfix 3.7-3.9 log correlator) and the Exim event
+socket's answers."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
+from mtasts_resolver.store import StoreError
 from mtasts_resolver.tlsrpt.feeds.datagram import DatagramError, parse_datagram
+from mtasts_resolver.tlsrpt.feeds.exim_events import EximEventFactory
 from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
 from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, ResultType
 
@@ -120,3 +126,42 @@ def test_postfix_correlator(lines, expected):
     for outcome in outcomes:
         assert outcome.policy == sts_for_a(outcome.report_domain)
         assert all(f.sending_mta_ip == "203.0.113.9" and f.receiving_ip == "192.0.2.1" for f in outcome.failures)
+
+
+# -- the Exim event socket: OK only once committed, answers in order ------------------------------------
+
+class HeldSpool:
+    """A spool whose commits the test completes by hand."""
+
+    def __init__(self) -> None:
+        self.added: list = []
+        self.waiting: list[Deferred] = []
+
+    def add(self, outcomes, cursor=None) -> None:
+        self.added += outcomes
+
+    def when_committed(self) -> Deferred:
+        d: Deferred = Deferred()
+        self.waiting.append(d)
+        return d
+
+
+def exim_event(name: str, cipher: str = "TLS1.3:x:256") -> bytes:
+    return (f"tlsrpt-v1 event={name} domain=a.test host=mx.a.test ip=192.0.2.1 cipher={cipher} cv=yes dane=no "
+            f"report=0 data=\n").encode()
+
+
+def test_exim_ok_comes_after_the_commit_and_in_order():
+    spool = HeldSpool()
+    protocol = EximEventFactory(spool, sts_for_a, "", Clock()).buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(exim_event("msg:delivery") + b"garbage\n" + exim_event("msg:delivery"))
+    assert transport.value() == b"" and len(spool.added) == 2      # nothing answered before the commit
+    spool.waiting[0].callback(None)
+    assert transport.value().split(b"\n")[:2] == [b"OK", b"ERR expected 'tlsrpt-v1 ... data=...'"]
+    protocol.readConnectionLost()                                   # Exim half-closes: wait for the last answer
+    assert not transport.disconnecting
+    spool.waiting[1].errback(StoreError("stopped with 1 TLS-RPT sessions not spooled"))
+    assert transport.value().split(b"\n")[2].startswith(b"ERR not spooled")
+    assert transport.disconnecting

@@ -11,7 +11,14 @@ Events used: ``msg:delivery`` with a cipher (a TLS session: success),
 ``tls:fail:connect`` (a failed handshake or certificate check),
 ``dane:fail`` (``data`` is the RFC 8460 result type Exim names) and
 ``msg:host:defer`` when the defer says the server offered no TLS.  The
-daemon answers ``OK`` per line.
+daemon answers one line per event, in order: ``OK`` once the event's
+outcome is committed to the spool (on disk: ``synchronous=FULL``), so an
+``OK`` survives ``kill -9``; ``ERR reason`` for a line not in this format,
+or if the daemon stops before the commit.  An ``OK`` takes up to
+``spool_flush_interval_s`` plus one commit (0.2 s by default, well inside
+readsocket's 5 s default timeout); while the spool cannot commit (disk
+full) no ``OK`` comes and Exim's readsocket times out (for these events
+Exim only logs it).
 
 Main log lines (``log_selector = +tls_certificate_verified``)::
 
@@ -28,10 +35,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mtasts_resolver.policy.keys import KeyKind, parse_key
@@ -158,22 +167,33 @@ class EximEventProtocol(LineOnlyReceiver):
 
     def __init__(self, spool: OutcomeSpool, policy_for: PolicyFor, sending_mta_ip: str, clock) -> None:
         self._spool, self._policy_for, self._sending_mta_ip, self._clock = spool, policy_for, sending_mta_ip, clock
+        self._replied: Deferred[None] = succeed(None)   # the previous line's reply: replies go out in order
 
     def lineReceived(self, line: bytes) -> None:
         try:
             event = parse_event(line.decode("utf-8", "replace").rstrip("\r"))
         except EventError as exc:
             self.log.warn("ignoring an Exim event line: {error}", error=exc)
-            self.sendLine(f"ERR {exc}".encode())
+            self._reply(succeed(None), f"ERR {exc}".encode())
             return
         self._spool.add(event_outcomes(event, self._clock.seconds(), self._policy_for, self._sending_mta_ip))
-        self.sendLine(b"OK")
+        self._reply(self._spool.when_committed(), b"OK")
+
+    def _reply(self, ready: Deferred[None], reply: bytes) -> None:
+        """Send ``reply`` once ``ready`` fired and every earlier line was answered; ERR if ``ready`` fails."""
+        def send(result: object) -> None:
+            if isinstance(result, Failure):
+                self.sendLine(f"ERR not spooled: {result.getErrorMessage()}".encode())
+            else:
+                self.sendLine(reply)
+
+        self._replied = self._replied.addCallback(lambda _: ready).addBoth(send)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.transport.loseConnection()
 
     def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        self._replied.addBoth(lambda _: self.transport.loseConnection())   # after the last answer
 
     def writeConnectionLost(self) -> None:
         self.transport.loseConnection()
