@@ -5,6 +5,7 @@ record, destination or deliverer never stops the others."""
 from __future__ import annotations
 
 import gzip
+import random
 import json
 
 import pytest
@@ -214,4 +215,24 @@ def test_success_only_day_is_skipped_when_configured(tmp_path):
     clock.advance(DAY_END)
     assert run(reporter) == []
     assert states(store) == {"a.test": (SKIPPED, {})}
+    store.close()
+
+
+def test_a_day_asked_for_goes_out_at_once_even_when_over(tmp_path):
+    def reporter_for(name: str):
+        store = SqliteStore(tmp_path / f"{name}.sqlite3")
+        clock, mail = Clock(), FakeMail()
+        settings = TlsrptConfig(**{**SETTINGS.__dict__, "send_delay_max_s": 14400})
+        spool(store, day_bounds(DAY)[0], "a.test")
+        clock.advance(DAY_END + 60)
+        return store, mail, Reporter(clock, store, FakeDns(), settings, Deliverers(mail, FakeHttps(), FakeDkim()),
+                                     random.Random(1))
+
+    store, mail, reporter = reporter_for("timer")
+    assert run(reporter) == [] and states(store)["a.test"][0] == READY
+    assert mail.sent == [] and all(d.next_attempt_at > DAY_END + 60 for d in store.deliveries())  # random delay
+    store.close()
+    store, mail, reporter = reporter_for("asked")
+    assert run(reporter, DAY) == []
+    assert len(mail.sent) == 1                                                          # report --day: now
     store.close()

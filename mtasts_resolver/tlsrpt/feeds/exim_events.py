@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mtasts_resolver.policy.keys import KeyKind, parse_key
+from mtasts_resolver.tlsrpt.feeds.logtime import line_time
 from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType
 from mtasts_resolver.tlsrpt.feeds.postfix_log import REPORT_MESSAGE_ID_MARKER, verify_result_type
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
@@ -143,6 +144,7 @@ class EximLogCorrelator:
         key = parse_key(found["addr"].strip("<>").rpartition("@")[2])
         if message_id in self._report_mail or host is None or key.kind is not KeyKind.DOMAIN:
             return []
+        now = line_time(line, now)   # dated by the line's own timestamp
         cv = _CV.search(rest)
         policy = (ReportPolicy(PolicyType.TLSA, key.domain) if cv and cv["cv"] == "dane"
                   else self._policy_for(key.domain))

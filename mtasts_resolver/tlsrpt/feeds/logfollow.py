@@ -10,6 +10,7 @@ new one from its start.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from collections.abc import Callable
@@ -103,12 +104,22 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int]:
 
 
 def journal_line(entry: dict) -> str | None:
-    """A ``journalctl -o json`` entry as the syslog line Postfix would have written."""
+    """A ``journalctl -o json`` entry as the syslog line Postfix would have written, dated (RFC 3339, UTC)
+    by the entry's ``__REALTIME_TIMESTAMP`` (microseconds) when it has one."""
     identifier, pid, message = entry.get("SYSLOG_IDENTIFIER"), entry.get("SYSLOG_PID") or entry.get("_PID"), \
         entry.get("MESSAGE")
     if not isinstance(identifier, str) or not isinstance(message, str):
         return None
     line = f"{identifier}[{pid}]: {message}"
+    realtime = entry.get("__REALTIME_TIMESTAMP")
+    if isinstance(realtime, str) and realtime.isascii() and realtime.isdigit() and len(realtime) <= 20:
+        try:
+            when = datetime.datetime.fromtimestamp(int(realtime) / 1e6, datetime.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            pass
+        else:
+            host = entry.get("_HOSTNAME")
+            line = f"{when.isoformat()} {host if isinstance(host, str) and host.isprintable() else '-'} {line}"
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:

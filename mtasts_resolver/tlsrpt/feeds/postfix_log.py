@@ -15,7 +15,8 @@ recipient, on the same ``smtp[pid]``::
 (Postfix 3.7.11, ``smtp_tls_loglevel = 1``.)  :class:`PostfixLogCorrelator`
 keeps the TLS result per smtp pid and counts one session at the first
 status line of a (pid, queue id, relay).  The policy domain is the
-recipient's domain and the policy the one the daemon applies to it.  Mail
+recipient's domain and the policy the one the daemon applies to it; the
+session is dated by the line's own timestamp (:mod:`logtime`).  Mail
 whose Message-ID carries the report marker (``cleanup[pid]: QID:
 message-id=<...>``) is the reporter's own and is never counted.  Pure: no I/O.
 """
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mtasts_resolver.policy.keys import KeyKind, parse_key
+from mtasts_resolver.tlsrpt.feeds.logtime import line_time
 from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType
 
 REPORT_MESSAGE_ID_MARKER = ".tlsrpt@"  # every report's Message-ID has it (see report.py)
@@ -112,7 +114,7 @@ class PostfixLogCorrelator:
             if found:
                 self._report_mail.discard(found["qid"])
             return []
-        return self._smtp(pid, message, now)
+        return self._smtp(pid, message, line_time(line, now))
 
     def _smtp(self, pid: str, message: str, now: float) -> list[Outcome]:
         if (found := _VERIFY_FAILED.search(message)) is not None:

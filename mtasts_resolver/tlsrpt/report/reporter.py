@@ -118,13 +118,13 @@ class Reporter:
         days = sorted({*(day for day in self._store.spooled_days() if day < today), *extra_days})
         for day, domain in self._store.unreported(days):
             try:
-                await self._build_one(day, domain, now)
+                await self._build_one(day, domain, now, at_once=day in extra_days)
             except Exception:
                 log.failure("{domain} on {day}: building the report failed; trying again next run",
                             domain=domain, day=day)
                 self.problems.append(f"{domain} {day}: building the report failed (see the log)")
 
-    async def _build_one(self, day: str, domain: str, now: float) -> None:
+    async def _build_one(self, day: str, domain: str, now: float, at_once: bool) -> None:
         settings = self._settings
         counts = self._store.outcome_counts(day, domain)
         report_id = new_report_id(day, domain, settings.submitter_domain)
@@ -148,8 +148,8 @@ class Reporter:
         body = report_body(build_report(day, counts, organization_name=settings.organization_name,
                                         contact_info=settings.contact_info, report_id=report_id))
         day_end = day_bounds(day)[1]
-        # A day asked for before it is over (report --day) goes out now; others after a random delay.
-        first = now if day_end > now else max(now, day_end + self._rng.uniform(0, settings.send_delay_max_s))
+        # A day asked for (report --day), over or not, goes out now; others after a random delay.
+        first = now if at_once or day_end > now else max(now, day_end + self._rng.uniform(0, settings.send_delay_max_s))
         self._store.add_report(ReportRow(report_id, day, domain, READY, record.record, now, body),
                                [d.uri for d in record.destinations], first, record.rejected)
         log.info("{report_id}: report for {domain} on {day}, first attempt {at}", report_id=report_id, domain=domain,
