@@ -33,12 +33,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.world.daemon import POSTMAP, REPO
+from tests.world.daemon import REPO
 from tests.world import Route
+from tests.world.postfix import postmap
 from tests.world.addresses import POLICY_IP
 
 PACKAGE = "mtasts-resolver"
-UNIT_DIR = Path("/lib/systemd/system")
+UNIT_DIR = Path("/usr/lib/systemd/system")   # Debian 13 wants units there (lintian)
 UNITS = ("mtasts-resolver.service", "mtasts-resolver-report.service", "mtasts-resolver-report.timer")
 LOCK_FILE = "/tmp/mtasts-resolver-package-test.lock"   # every suite on this machine sees /tmp
 APT_LOCK_TIMEOUT_S = 600
@@ -97,10 +98,17 @@ def test_apt_installs_it_next_to_postfix(installed):
     assert Path("/etc/systemd/system/multi-user.target.wants/mtasts-resolver.service").is_symlink()
     assert Path("/etc/systemd/system/timers.target.wants/mtasts-resolver-report.timer").is_symlink()
     listing = subprocess.run(["dpkg", "-L", PACKAGE], capture_output=True, text=True).stdout.split()
-    for path in ("/usr/bin/mtasts-resolver", "/usr/share/man/man8/mtasts-resolver.8.gz",
+    for path in ("/usr/bin/mtasts-resolver", *(str(UNIT_DIR / unit) for unit in UNITS), "/usr/share/man/man8/mtasts-resolver.8.gz",
                  "/usr/share/doc/mtasts-resolver/examples/postfix/main.cf",
                  "/usr/share/doc/mtasts-resolver/examples/exim/routers.conf"):
         assert path in listing
+
+
+def test_lintian_finds_nothing(deb):
+    # --pedantic: not even pedantic tags; informational ones (-I) are not asked for.
+    result = subprocess.run(["lintian", "--allow-root", "--pedantic", "--fail-on", "error,warning,pedantic",
+                             str(deb)], capture_output=True, text=True, timeout=600)
+    assert (result.returncode, result.stdout.strip()) == (0, ""), result.stdout + result.stderr
 
 
 def test_installed_units_pass_systemd_analyze_verify(installed):
@@ -215,11 +223,6 @@ def service(installed, dns_world, policy_server, pki, tmp_path):
         dns_world.set_parent_records(base)
 
 
-def _postmap(key: str, table: str) -> tuple[int, str]:
-    result = subprocess.run([POSTMAP, "-q", key, table], capture_output=True, text=True, timeout=60)
-    return result.returncode, result.stdout.strip() or result.stderr.strip()
-
-
 def _readsocket(key: str) -> bytes:
     with socket.create_connection(READSOCKET, timeout=30) as sock:
         sock.sendall(key.encode() + b"\n")
@@ -236,11 +239,11 @@ def test_installed_daemon_answers_postmap_as_the_service_user(service):
     uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
     assert uid_line.split()[1:] == [str(service.user.pw_uid)] * 4
     assert "STATUS=" in next(n for n in service.notifications if "READY=1" in n)
-    assert _postmap(DOMAIN, f"socketmap:inet:{SOCKETMAP[0]}:{SOCKETMAP[1]}:postfix") == (0, EXPECTED), \
+    assert postmap(DOMAIN, f"socketmap:inet:{SOCKETMAP[0]}:{SOCKETMAP[1]}:postfix") == (0, EXPECTED), \
         service.log.read_text()
-    assert _postmap(DOMAIN, f"tcp:{TCP_TABLE[0]}:{TCP_TABLE[1]}") == (0, EXPECTED)
+    assert postmap(DOMAIN, f"tcp:{TCP_TABLE[0]}:{TCP_TABLE[1]}") == (0, EXPECTED)
     assert _readsocket(DOMAIN) == f"OK {EXPECTED}\n".encode()
-    assert _postmap("no-such-domain.test", f"socketmap:inet:{SOCKETMAP[0]}:{SOCKETMAP[1]}:postfix") == (1, "")
+    assert postmap("no-such-domain.test", f"socketmap:inet:{SOCKETMAP[0]}:{SOCKETMAP[1]}:postfix") == (1, "")
     cache = service.state_dir / "cache.sqlite3"
     assert cache.exists() and cache.stat().st_uid == service.user.pw_uid
     assert service.stop() == 0

@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.world.postfix import postmap
+
 REPO = Path(__file__).resolve().parents[2]
-POSTMAP = "/usr/sbin/postmap"
 #: The environment of one-shot CLI runs: this checkout's package, and no inherited configuration.
 CLI_ENV = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -143,6 +144,4 @@ mode = "0600"
 
     def postmap(self, key: str, table: str | None = None) -> tuple[int, str]:
         """``postmap -q KEY TABLE``: exit 0 and the value when found, 1 when not found."""
-        result = subprocess.run([POSTMAP, "-q", key, table or self.socketmap_map()],
-                                capture_output=True, text=True, timeout=60)
-        return result.returncode, result.stdout.strip() or result.stderr.strip()
+        return postmap(key, table or self.socketmap_map())

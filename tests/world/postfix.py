@@ -1,14 +1,20 @@
-"""A private Postfix 3.7 instance (Debian's package) under a temporary directory.
+"""A private Postfix instance (Debian's package, 3.7 or 3.10) under a temporary directory.
 
-Its own config_directory, queue_directory and maillog_file; chroot off.  It
-runs in its own mount namespace where ``/etc/resolv.conf`` is bind-mounted
-to name the test world's resolver, so Postfix's MX lookups (libc resolver)
-see the world's ``test.`` zones while every address stays on the shared
-loopback.  Stopping kills the whole process group, even after a failure.
+Its own config_directory, meta_directory, queue_directory and maillog_file;
+chroot off.  Nothing reads the host's /etc/postfix, which may be absent or
+hold no main.cf ("No configuration"): the queue tree is made here rather
+than by ``postfix start`` (whose post-install needs /etc/postfix/postfix-files),
+master is started directly, and every ``postmap`` query names its own
+config directory (:func:`postmap`).  It runs in its own mount namespace
+where ``/etc/resolv.conf`` is bind-mounted to name the test world's
+resolver, so Postfix's MX lookups (libc resolver) see the world's ``test.``
+zones while every address stays on the shared loopback.  Stopping kills the
+whole process group, even after a failure.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
@@ -20,8 +26,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-POSTFIX = "/usr/sbin/postfix"
+MASTER = "/usr/lib/postfix/sbin/master"
+POSTMAP = "/usr/sbin/postmap"
+POSTQUEUE = "/usr/sbin/postqueue"
 SENDMAIL = "/usr/sbin/sendmail"
+# The queue tree as Debian's postfix-files has post-install create it:
+# (directory, owner, group, mode).
+QUEUE_TREE = (
+    *((name, "postfix", "root", 0o700) for name in (
+        "active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "private", "saved",
+        "trace")),
+    ("maildrop", "postfix", "postdrop", 0o1730),
+    ("public", "postfix", "postdrop", 0o2710),
+    ("pid", "root", "root", 0o755),
+)
 
 MASTER_CF = """\
 {smtpd_address}:25 inet n - n - - smtpd
@@ -46,6 +64,19 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
+
+
+def postmap(key: str, table: str) -> tuple[int, str]:
+    """``postmap -q KEY TABLE`` with an empty private main.cf: exit 0 and the value when found, 1 when not.
+
+    Without ``-c`` postmap reads the host's /etc/postfix/main.cf and dies
+    where there is none; socketmap and tcp tables need no settings.
+    """
+    with tempfile.TemporaryDirectory(prefix="postmap-") as conf:
+        (Path(conf) / "main.cf").write_text(f"meta_directory = {conf}\n")
+        result = subprocess.run([POSTMAP, "-c", conf, "-q", key, table], capture_output=True, text=True,
+                                timeout=60)
+    return result.returncode, result.stdout.strip() or result.stderr.strip()
 
 
 @contextmanager
@@ -80,11 +111,17 @@ class PrivatePostfix:
         # (see private_workdir).
         postfix_user = pwd.getpwnam("postfix")
         os.chown(self.workdir / "data", postfix_user.pw_uid, postfix_user.pw_gid)
+        for name, owner, group, mode in QUEUE_TREE:
+            path = self.queue / name
+            path.mkdir(exist_ok=True)
+            os.chown(path, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
+            path.chmod(mode)
         self.resolv_conf = self.workdir / "resolv.conf"
         self.resolv_conf.write_text(f"nameserver {resolver}\noptions timeout:2 attempts:2\n")
         main = {
             "compatibility_level": "3.6",
             "queue_directory": str(self.queue),
+            "meta_directory": str(self.conf),
             "data_directory": str(self.workdir / "data"),
             "mail_owner": "postfix",
             "setgid_group": "postdrop",
@@ -117,8 +154,8 @@ class PrivatePostfix:
         self._master_pid: int | None = None
 
     def start(self, timeout_s: float = 20.0) -> None:
-        script = (f"mount --bind {self.resolv_conf} /etc/resolv.conf && "
-                  f"exec {POSTFIX} -c {self.conf} start")
+        # master -w returns once the daemon it forks has initialized.
+        script = f"mount --bind {self.resolv_conf} /etc/resolv.conf && exec {MASTER} -c {self.conf} -w"
         result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                                 capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
@@ -140,10 +177,10 @@ class PrivatePostfix:
                        input=message, check=True, timeout=30)
 
     def flush(self) -> None:
-        subprocess.run([POSTFIX, "-c", str(self.conf), "flush"], check=False, capture_output=True, timeout=30)
+        subprocess.run([POSTQUEUE, "-c", str(self.conf), "-f"], check=False, capture_output=True, timeout=30)
 
     def queue_ids(self) -> list[str]:
-        out = subprocess.run(["/usr/sbin/postqueue", "-c", str(self.conf), "-j"], capture_output=True,
+        out = subprocess.run([POSTQUEUE, "-c", str(self.conf), "-j"], capture_output=True,
                              text=True, timeout=30).stdout
         return [line for line in out.splitlines() if line.strip()]
 
@@ -154,9 +191,12 @@ class PrivatePostfix:
             return ""
 
     def stop(self) -> None:
-        subprocess.run([POSTFIX, "-c", str(self.conf), "stop"], capture_output=True, timeout=30)
         pid, self._master_pid = self._master_pid, None
         if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)   # what ``postfix stop`` sends master
+        except ProcessLookupError:
             return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _alive(pid):
