@@ -22,14 +22,15 @@ from contextlib import ExitStack
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, TimeoutError as DeferredTimeout, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredLock, gatherResults, maybeDeferred
 from twisted.logger import Logger
 
 from mtasts_resolver import __version__
 from mtasts_resolver.app import preflight
 from mtasts_resolver.app.assembly import Lookups, build_lookups
 from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFTWARE, EX_UNAVAILABLE, OK, Fatal
-from mtasts_resolver.app.listeners import ListenerService, bind_listener, log_fd_budget, table_factory, where
+from mtasts_resolver.app.listeners import (ListenerService, bind_listener, finished_within, log_fd_budget, table_factory,
+                                            where)
 from mtasts_resolver.app.logs import set_level, start_logging
 from mtasts_resolver.app.reload import plan_reload
 from mtasts_resolver.app.systemd import Supervisor
@@ -155,21 +156,25 @@ class Daemon:
                 raise Fatal(f"cannot start {_name(service)}: {exc}", status) from None
 
     async def stop(self) -> None:
-        # 1. Stop accepting; answer what is in flight (at most drain_timeout_s, then connections are dropped).
-        #    A lookup's policy is persisted before its answer is sent, so the store must still be open.
-        await gatherResults([maybeDeferred(listener.stopService) for listener in self.listeners])
-        # 2. Background work: a periodic refresh still running gets the drain timeout too.
-        running = gatherResults([maybeDeferred(service.stopService) for service in reversed(self._background)
-                                 if service.running])
-        running.addTimeout(self.config.daemon.drain_timeout_s, self.reactor)
+        """Each step runs even if one before it failed: the spool's thread must stop, the cache must close."""
+        deadline = self.reactor.seconds() + self.config.daemon.drain_timeout_s
         try:
-            await running
-        except DeferredTimeout:
-            log.warn("background work still running after {timeout} s; stopping without it",
-                     timeout=self.config.daemon.drain_timeout_s)
-        # 3. The spool commits what the feeds gave it; 4. then the cache closes.
-        await self._spool.stop()
-        self._store.close()
+            # 1. Stop accepting; answer what is in flight (at most drain_timeout_s, then connections are
+            #    dropped). A lookup's policy is persisted before its answer is sent: the store is still open.
+            await gatherResults([maybeDeferred(listener.stopService) for listener in self.listeners],
+                                consumeErrors=True)
+            # 2. Background work (a periodic refresh, the validation probe) gets what is left of that time.
+            running = gatherResults([maybeDeferred(service.stopService) for service in reversed(self._background)
+                                     if service.running], consumeErrors=True)
+            left_s = max(deadline - self.reactor.seconds(), 0.1)
+            if not await finished_within(self.reactor, running, left_s):
+                log.warn("background work still running at the end of drain_timeout_s; stopping without it")
+        finally:
+            # 3. The spool commits what the feeds gave it; 4. then the cache closes.
+            try:
+                await self._spool.stop()
+            finally:
+                self._store.close()
 
     async def reload(self, new: Config) -> tuple[tuple[str, ...], list[str]]:
         """Apply ``new`` where it can change live; returns (sections needing a restart, listeners left out).

@@ -11,7 +11,7 @@ import resource
 import socket
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -85,6 +85,24 @@ def log_fd_budget(config: Config) -> None:
           per=FDS_PER_RESOLUTION, fixed=FDS_FIXED)
 
 
+def finished_within(reactor, work: Deferred, timeout_s: float) -> Deferred[bool]:
+    """True once ``work`` ends (either way), False if ``timeout_s`` passes first; ``work`` is left running.
+
+    Not ``work.addTimeout``: cancelling a gathered Deferred fails it with
+    FirstError, not a timeout, and the caller wants to decide what to drop.
+    """
+    finished: Deferred[bool] = Deferred()
+    timer = reactor.callLater(timeout_s, lambda: finished.called or finished.callback(False))
+
+    def ended(result: object) -> None:
+        if not finished.called:
+            timer.cancel()
+            finished.callback(True)
+
+    work.addBoth(ended)
+    return finished
+
+
 class ListenerService(Service):
     """Accepts on one bound socket while running.
 
@@ -129,11 +147,8 @@ class ListenerService(Service):
     async def _stop(self) -> None:
         await self._port.stopListening()
         self.unbound.callback(None)
-        drained = self._live.close_when_answered()
-        drained.addTimeout(self.drain_timeout_s, self._reactor)
-        try:
-            await drained
-        except DeferredTimeout:
-            log.warn("{count} connections still busy after {timeout} s; dropping them",
-                     count=len(self._live), timeout=self.drain_timeout_s)
-            self._live.abort()
+        if await finished_within(self._reactor, self._live.close_when_answered(), self.drain_timeout_s):
+            return
+        log.warn("{count} connections still busy after {timeout} s; dropping them",
+                 count=len(self._live), timeout=self.drain_timeout_s)
+        self._live.abort()

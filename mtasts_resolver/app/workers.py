@@ -27,6 +27,8 @@ from pathlib import Path
 
 import sdnotify
 
+from mtasts_resolver.app.exits import EX_CONFIG, EX_SOFTWARE, EX_UNAVAILABLE
+from mtasts_resolver.app.preflight import problems
 from mtasts_resolver.config import Config
 from mtasts_resolver.net.sockets import UnknownOwner, stream_listener
 
@@ -59,11 +61,20 @@ class WorkerPool:
         self._stopping = False
 
     def run(self) -> int:
-        try:
-            sockets = [stream_listener(listen.socket) for listen in self._config.listen]
-        except (OSError, UnknownOwner) as exc:
-            print(f"cannot listen: {exc}", file=sys.stderr)
-            return 1
+        found = problems(self._config)   # the checks each worker makes too, once, before binding
+        for problem in found:
+            print(f"cannot start: {problem}", file=sys.stderr)
+        if found:
+            return found[0].status
+        sockets = []
+        for listen in self._config.listen:
+            try:
+                sockets.append(stream_listener(listen.socket))
+            except (OSError, UnknownOwner) as exc:
+                print(f"cannot start: cannot listen on {listen.socket}: {exc}", file=sys.stderr)
+                for sock in sockets:
+                    sock.close()
+                return EX_CONFIG if isinstance(exc, UnknownOwner) else EX_UNAVAILABLE
         with tempfile.TemporaryDirectory(prefix="mtasts-workers-") as tmp:
             notify_path = str(Path(tmp) / "notify")
             notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -90,12 +101,15 @@ class WorkerPool:
         while True:
             if self._stopping:
                 return 0
-            if any(worker.poll() is not None for worker in self._workers):
-                print("a worker exited; stopping the others", file=sys.stderr)
-                return 1
+            exited = [worker for worker in self._workers if worker.poll() is not None]
+            if exited:   # its status (e.g. 74 for a damaged cache) is the pool's: systemd acts on it
+                status = exited[0].returncode if exited[0].returncode > 0 else EX_SOFTWARE
+                print(f"worker {exited[0].pid} exited with status {exited[0].returncode}; stopping the others",
+                      file=sys.stderr)
+                return status
             if ready != pids and time.monotonic() > deadline:
                 print("workers did not become ready in time", file=sys.stderr)
-                return 1
+                return EX_SOFTWARE
             readable, _, _ = select.select([notify], [], [], 0.5)
             if not readable:
                 continue
