@@ -1,0 +1,181 @@
+"""The cache's integrity on real SQLite files: which rows load, what a damaged file gives, salvage, retries."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+from twisted.internet.task import Clock
+
+from mtasts_resolver.policy.model import CachedPolicy
+from mtasts_resolver.policy.sts import parse_policy
+from mtasts_resolver.store import DamagedCache, SALVAGE_COMMAND, StoreError
+from mtasts_resolver.store.retrying import RETRY_FIRST_S, RetryingPolicyStore
+from mtasts_resolver.store.salvage import salvage
+from mtasts_resolver.store.sqlite import SqliteStore, policy_from_row
+
+POLICY = b"version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400"
+
+
+def cached(domain: str, fetched_at: float = 1000.0) -> CachedPolicy:
+    return CachedPolicy(domain, "1", parse_policy(POLICY), fetched_at)
+
+
+@pytest.mark.parametrize("row,why", [
+    ((b"a.example", b"1", POLICY, 1000.0), None),
+    ((b"a.example", b"1", POLICY, 1000), None),                       # an integer timestamp is a number
+    ((b"a.example", b"1", POLICY.replace(b"mx.", b"\xff"), 1000.0), "not UTF-8 text"),
+    ((b"a.\xff", b"1", POLICY, 1000.0), "not UTF-8 text"),
+    ((b"a.example", None, POLICY, 1000.0), "not UTF-8 text"),          # NULL where text belongs
+    ((b"a.example", b"1", POLICY, "yesterday"), "fetched_at is not a number: 'yesterday'"),
+    ((b"a.example", b"1", POLICY, None), "fetched_at is not a number: None"),
+    ((b"a.example", b"1", POLICY.replace(b"enforce", b"enforcX"), 1000.0), "the stored policy does not parse"),
+    ((b"a.example", b"1", b"", 1000.0), "the stored policy does not parse"),
+])
+def test_policy_from_row(row, why):
+    loaded = policy_from_row(*row)
+    if why is None:
+        assert loaded == CachedPolicy("a.example", "1", parse_policy(POLICY), 1000.0)
+    else:
+        assert isinstance(loaded, tuple) and why in loaded[1]
+
+
+def filled(tmp_path, domains=("a.example", "b.example", "c.example")):
+    path = tmp_path / "cache.sqlite3"
+    store = SqliteStore(path)
+    store.save_policies(cached(domain) for domain in domains)
+    store.close()
+    return path
+
+
+def test_every_bad_row_is_named_and_the_good_ones_still_load(tmp_path):
+    path = filled(tmp_path)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE sts_policy SET fetched_at = 'x' WHERE domain = 'a.example'")
+        db.execute("UPDATE sts_policy SET policy = CAST(X'ff' AS TEXT) WHERE domain = 'c.example'")
+    db.close()
+    store = SqliteStore(path)
+    loaded = []
+    with pytest.raises(DamagedCache) as raised:
+        for policy in store.load_policies():
+            loaded.append(policy.domain)
+    store.close()
+    assert loaded == ["b.example"]
+    assert [domain for domain, _ in raised.value.problems] == ["a.example", "c.example"]
+    assert SALVAGE_COMMAND in str(raised.value)
+
+
+@pytest.mark.parametrize("damage,finding", [
+    (lambda data: b"", "it is empty (0 bytes)"),
+    (lambda data: b"junk" * 2000, "file is not a database"),
+    (lambda data: data[:4096], "malformed"),
+])
+def test_a_damaged_file_is_refused_at_open(tmp_path, damage, finding):
+    path = filled(tmp_path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DamagedCache) as raised:
+        SqliteStore(path)
+    assert finding in str(raised.value)
+
+
+def test_salvage_copies_the_readable_rows_and_keeps_the_damaged_file(tmp_path):
+    path = filled(tmp_path)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE sts_policy SET fetched_at = 'x' WHERE domain = 'b.example'")
+        db.execute("INSERT INTO tlsrpt_cursor (feed, position) VALUES ('postfix-log', '42')")
+    db.close()
+    result = salvage(path, "STAMP")
+    assert result.policies == 2 and result.lost[0][0] == "b.example"
+    assert result.tables["tlsrpt_cursor"] == 1
+    assert result.damaged_copy == tmp_path / "cache.sqlite3.damaged-STAMP" and result.damaged_copy.exists()
+    store = SqliteStore(path)
+    assert sorted(p.domain for p in store.load_policies()) == ["a.example", "c.example"]
+    assert store.feed_cursor("postfix-log") == "42"
+    store.close()
+    assert not list(tmp_path.glob("*salvage-tmp*"))
+
+
+@pytest.mark.parametrize("damage,lost", [
+    (lambda data: b"", "no such table"),
+    (lambda data: b"junk" * 2000, "file is not a database"),
+])
+def test_salvage_of_a_file_with_nothing_readable_gives_an_empty_cache(tmp_path, damage, lost):
+    path = filled(tmp_path)
+    path.write_bytes(damage(path.read_bytes()))
+    result = salvage(path, "STAMP")
+    assert result.policies == 0 and any(lost in why for _, why in result.lost), result.lost
+    store = SqliteStore(path)
+    assert list(store.load_policies()) == []
+    store.close()
+
+
+def test_salvage_without_a_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        salvage(tmp_path / "cache.sqlite3", "STAMP")
+
+
+class Full:
+    """SQLite's own "database or disk is full": a page budget on the real connection."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._db = store._db
+
+    def __enter__(self) -> None:
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        self._db.execute(f"PRAGMA max_page_count = {pages}")
+
+    def __exit__(self, *exc: object) -> None:
+        self._db.execute("PRAGMA max_page_count = 1073741823")
+
+
+def test_a_write_that_failed_is_retried_until_it_lands(tmp_path):
+    clock = Clock()
+    inner = SqliteStore(tmp_path / "cache.sqlite3")
+    store = RetryingPolicyStore(inner, clock)
+    with Full(inner):
+        store.save_policies([cached(f"d{i}.example") for i in range(400)])
+        assert store.waiting == 400
+        clock.advance(RETRY_FIRST_S)          # still full: waits on, with a longer back-off
+        assert store.waiting == 400
+    clock.advance(RETRY_FIRST_S * 2)
+    assert store.waiting == 0
+    assert len(list(inner.load_policies())) == 400
+    store.close()
+
+
+def test_a_newer_policy_replaces_a_waiting_one_and_close_tries_once_more(tmp_path):
+    clock = Clock()
+    inner = SqliteStore(tmp_path / "cache.sqlite3")
+    store = RetryingPolicyStore(inner, clock)
+    with Full(inner):
+        store.save_policies([cached(f"d{i}.example") for i in range(400)])
+        store.save_policy(cached("d1.example", fetched_at=2000.0))
+        assert store.waiting == 400
+    store.close()                             # space is back: the last attempt lands
+    reopened = SqliteStore(tmp_path / "cache.sqlite3")
+    saved = {p.domain: p for p in reopened.load_policies()}
+    assert len(saved) == 400 and saved["d1.example"].fetched_at == 2000.0
+    reopened.close()
+
+
+def test_deleting_a_waiting_policy_drops_it():
+    class Failing:
+        deleted: list[str] = []
+
+        def save_policies(self, policies):
+            raise StoreError("disk full")
+
+        def delete_policy(self, domain):
+            self.deleted.append(domain)
+
+        def close(self):
+            pass
+
+    clock = Clock()
+    store = RetryingPolicyStore(Failing(), clock)
+    store.save_policy(cached("a.example", time.time()))
+    store.delete_policy("a.example")
+    assert store.waiting == 0 and Failing.deleted == ["a.example"]
