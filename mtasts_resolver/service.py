@@ -224,12 +224,13 @@ class PolicyService:
         return self._flight.run(domain, lambda: self._start(domain))
 
     def _start(self, domain: str) -> Deferred[Resolution]:
+        """Run one resolution, counted against ``max_concurrent_resolutions`` until it ends, however it ends."""
         self._running += 1
         d = Deferred.fromCoroutine(self._resolve(domain))
         d.addBoth(self._finished)
         return d
 
-    def _finished(self, result):
+    def _finished(self, result: Resolution | Failure) -> Resolution | Failure:
         self._running -= 1
         return result
 
