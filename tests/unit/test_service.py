@@ -239,3 +239,14 @@ def test_policy_lines_postfix_cannot_parse_are_dropped_and_logged(world):
     assert out[0].text.count("servername=") == 1
     assert [e["lines"] for e in events if "lines" in e] == [("x: } servername=evil.example {",)]
     assert service.lookup("postfix", "example.com") == ENFORCE
+
+
+def test_a_failed_resolution_frees_its_slot(tmp_path):
+    clock = Clock()
+    clock.advance(START)
+    resolver, _, service = limited(tmp_path, clock, max_concurrent_resolutions=1)
+    out = results([service.lookup("postfix", "bug.example")])
+    assert service.lookup("postfix", "other.example") == BUSY
+    resolver.discovers[0][1].errback(RuntimeError("bug"))
+    assert out[0].kind is AnswerKind.TEMP
+    assert isinstance(service.lookup("postfix", "other.example"), Deferred)
