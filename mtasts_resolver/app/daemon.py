@@ -287,5 +287,8 @@ def _timer(reactor, interval_s: float, call) -> TimerService:
 
 
 def _name(service: Service) -> str:
-    return f"{service.listen.protocol} listener on {where(service.listen)}" if isinstance(
-        service, ListenerService) else type(service).__name__
+    """What to call a service that failed to start: with its socket, as the admin configured it."""
+    if isinstance(service, ListenerService):
+        return f"{service.listen.protocol} listener on {where(service.listen)}"
+    spec = getattr(service, "_spec", None)   # the TLS-RPT collector and the Exim event socket
+    return f"{type(service).__name__} on {spec}" if spec is not None else type(service).__name__

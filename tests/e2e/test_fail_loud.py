@@ -157,6 +157,19 @@ def test_state_dir_that_cannot_be_created_exits_73(tmp_path, black_hole):
           log.strip().splitlines()[-1])
 
 
+def test_a_feed_that_cannot_start_stops_everything_already_started(tmp_path, black_hole):
+    """The collector cannot bind (a regular file holds its path): the spool's thread must not keep us alive."""
+    taken = tmp_path / "collector.sock"
+    taken.write_text("not a socket: left alone")
+    daemon = daemon_with(tmp_path, black_hole, f'[tlsrpt]\ncollector_socket = "{taken}"\n')
+    status, elapsed, log = start_fails(daemon)
+    assert status == EX_UNAVAILABLE and elapsed < FAIL_BOUND_S, log
+    assert f"cannot start DatagramCollector on {taken}: [Errno 98] Address already in use" in log
+    assert taken.read_text() == "not a socket: left alone"
+    table("TLS-RPT collector path taken by a file", status, elapsed,
+          next(line for line in log.splitlines() if "cannot start" in line))
+
+
 # -- the persistent cache's integrity --------------------------------------------
 
 DAMAGE = {
