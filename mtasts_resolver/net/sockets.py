@@ -6,7 +6,7 @@ file gets the same treatment whoever asks for it: a stale file left by a
 killed daemon is removed, then the socket is bound and given its mode,
 owner and group before anyone can connect (``listen()`` comes last).
 Plain ``socket`` module sockets: a worker pool's parent binds them without
-a reactor, and the reactor adopts them (``AdoptedStreamServerEndpoint``).
+a reactor, and the reactor adopts them with :func:`adopt_listener`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ import os
 import pwd
 import socket
 import stat
+
+from twisted.internet import tcp, unix
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
 
 from mtasts_resolver.config import SocketSpec
 
@@ -66,6 +70,43 @@ def stream_listener(spec: SocketSpec, backlog: int = LISTEN_BACKLOG) -> socket.s
 def unix_datagram(spec: SocketSpec) -> socket.socket:
     """A bound UNIX datagram socket (the libtlsrpt collector's); raises as :func:`stream_listener`."""
     return _unix_bound(spec, socket.SOCK_DGRAM)
+
+
+def adopt_listener(reactor, sock: socket.socket, factory: Factory, spec: SocketSpec) -> IListeningPort:
+    """The reactor accepts on ``sock`` (from :func:`stream_listener`, or inherited); ``sock`` is closed.
+
+    Twisted's UNIX port chmods its socket file when it starts listening,
+    adopted or not, to its own ``mode`` (0o666 by default):
+    ``reactor.adoptStreamPort`` would leave every adopted socket file
+    world-writable whatever ``spec.mode`` says.  So a UNIX socket is adopted
+    through the port class with ``spec.mode`` set first (Twisted 22.4 has
+    the same ``_fromListeningDescriptor`` and ``mode``), one that leaves the
+    file in place when it closes (:class:`_AdoptedUnixPort`).
+    """
+    try:
+        sock.setblocking(False)   # the adopting port's precondition: a blocking accept() would stall the reactor
+        if sock.family != socket.AF_UNIX:
+            return reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+        port = _AdoptedUnixPort._fromListeningDescriptor(reactor, sock.fileno(), factory)
+        port.mode = spec.mode
+        port.startListening()
+        return port
+    finally:
+        sock.close()   # the port holds its own copy of the descriptor
+
+
+class _AdoptedUnixPort(unix.Port):
+    """A UNIX port that does not remove its socket file when it closes: the file is its binder's.
+
+    In a worker pool every worker adopts the one socket the parent bound;
+    Twisted's port would unlink the file as the first worker stops, from
+    under the others, whose own unlink then fails and fails their stop.  A
+    file left behind is a stale socket, replaced at the next bind.  (An
+    adopted port has no PID lock file, the other thing ``unix.Port`` cleans.)
+    """
+
+    def connectionLost(self, reason) -> None:
+        tcp.Port.connectionLost(self, reason)
 
 
 def _unix_bound(spec: SocketSpec, kind: int) -> socket.socket:

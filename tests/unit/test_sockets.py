@@ -7,9 +7,12 @@ import socket
 import stat
 
 import pytest
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 
 from mtasts_resolver.config import HostPort, SocketSpec
-from mtasts_resolver.net.sockets import UnknownOwner, remove_stale_socket, stream_listener, unix_datagram
+from mtasts_resolver.net.sockets import (UnknownOwner, adopt_listener, remove_stale_socket, stream_listener,
+                                         unix_datagram)
 
 MAKERS = {"stream": stream_listener, "datagram": unix_datagram}
 KINDS = {"stream": socket.SOCK_STREAM, "datagram": socket.SOCK_DGRAM}
@@ -118,3 +121,31 @@ def test_tcp_address_in_use_is_an_os_error():
 def test_datagram_needs_a_path():
     with pytest.raises(ValueError, match="path"):
         unix_datagram(SocketSpec(address=HostPort("127.0.0.1", 0)))
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o660])
+def test_adopted_unix_listener_keeps_its_mode(tmp_path, mode):
+    """reactor.adoptStreamPort would chmod the file to Twisted's default 0o666 as the port starts."""
+    path = tmp_path / "s.sock"
+    spec = SocketSpec(str(path), mode=mode)
+    reactor = MemoryReactorClock()
+    port = adopt_listener(reactor, stream_listener(spec), Factory(), spec)
+    assert stat.S_IMODE(os.lstat(path).st_mode) == mode
+    assert port.getHost().name == str(path).encode()
+    assert port in reactor.getReaders()   # accepting, on a descriptor of its own
+    assert os.get_blocking(port.fileno()) is False
+    port.stopListening()
+    reactor.advance(0)
+    assert port not in reactor.getReaders() and not port.connected
+    # Left for whoever bound it: a worker pool's other workers still accept on it.
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+
+
+def test_adopted_tcp_listener():
+    spec = SocketSpec(address=HostPort("127.0.0.1", 0))
+    reactor = MemoryReactor()
+    sock = stream_listener(spec)
+    fd = sock.fileno()
+    adopt_listener(reactor, sock, Factory(), spec)
+    assert [(port[0], port[1]) for port in reactor.adoptedPorts] == [(fd, socket.AF_INET)]
+    assert sock.fileno() == -1   # closed: the reactor's port holds its own copy

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
 
 from mtasts_resolver.config import SocketSpec, TlsrptConfig
-from mtasts_resolver.net.sockets import stream_listener
+from mtasts_resolver.net.sockets import adopt_listener, stream_listener
 from mtasts_resolver.policy.model import CachedPolicy, Mode
 from mtasts_resolver.tlsrpt.feeds.collector import DatagramCollector
 from mtasts_resolver.tlsrpt.feeds.exim_events import EximEventFactory, EximLogCorrelator
@@ -66,19 +66,21 @@ class JournalService(Service):
             self._process.signalProcess("TERM")
 
 
-class _UnixStreamService(StreamServerEndpointService):
-    """A UNIX stream socket bound when the service starts (Twisted removes the file when it stops)."""
+class _UnixStreamService(Service):
+    """A UNIX stream socket bound when the service starts and closed when it stops."""
 
-    def __init__(self, reactor, spec: SocketSpec, factory) -> None:
-        super().__init__(None, factory)
-        self._reactor = reactor
-        self._spec = spec
+    def __init__(self, reactor, spec: SocketSpec, factory: Factory) -> None:
+        self._reactor, self._spec, self._factory = reactor, spec, factory
+        self._port: IListeningPort | None = None
 
-    def privilegedStartService(self) -> None:
-        sock = stream_listener(self._spec)
-        family = sock.family
-        self.endpoint = AdoptedStreamServerEndpoint(self._reactor, sock.detach(), family)
-        super().privilegedStartService()
+    def startService(self) -> None:
+        self._port = adopt_listener(self._reactor, stream_listener(self._spec), self._factory, self._spec)
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        port, self._port = self._port, None
+        return port.stopListening() if port is not None else None
 
 
 def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
