@@ -12,11 +12,8 @@ import pytest
 
 from tests.world.daemon import DaemonProcess, run_cli
 from tests.world import Route, Zone
+from tests.world.policy_server import sts_policy
 from tests.world.addresses import DANE_NET as NET, POLICY_IP
-
-
-def sts_policy(*mx: str) -> bytes:
-    return ("version: STSv1\nmode: enforce\n" + "".join(f"mx: {m}\n" for m in mx) + "max_age: 86400\n").encode()
 
 
 def zones(pki) -> list[Zone]:

@@ -14,50 +14,46 @@ import pytest
 
 from tests.world.daemon import DaemonProcess
 from tests.world import Route
+from tests.world.policy_server import sts_policy
 from tests.world.addresses import POLICY_IP
 HTTP_TIMEOUT_S = 2
 
 
-def policy(mode: str, *mx: str, max_age: int = 86400, eol: str = "\n") -> bytes:
-    lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {m}" for m in mx), f"max_age: {max_age}"]
-    return (eol.join(lines) + eol).encode()
-
-
 # domain -> (TXT records, policy route or None for no policy host address, expected postmap value or None)
 SCENARIOS: dict[str, tuple[list[str], Route | None, str | None]] = {
-    "enforce-one": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx1.enforce-one.test")),
+    "enforce-one": (["v=STSv1; id=1"], Route(body=sts_policy("mx1.enforce-one.test")),
                     "secure match=mx1.enforce-one.test servername=hostname"),
-    "enforce-many": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx1.enforce-many.test", "mx2.backup.test")),
+    "enforce-many": (["v=STSv1; id=1"], Route(body=sts_policy("mx1.enforce-many.test", "mx2.backup.test")),
                      "secure match=mx1.enforce-many.test:mx2.backup.test servername=hostname"),
-    "wildcard": (["v=STSv1; id=w1"], Route(body=policy("enforce", "*.wildcard.test")),
+    "wildcard": (["v=STSv1; id=w1"], Route(body=sts_policy("*.wildcard.test")),
                  "secure match=.wildcard.test servername=hostname"),
-    "crlf": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.crlf.test", eol="\r\n")),
+    "crlf": (["v=STSv1; id=1"], Route(body=sts_policy("mx.crlf.test", eol="\r\n")),
              "secure match=mx.crlf.test servername=hostname"),
-    "charset": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.charset.test"),
+    "charset": (["v=STSv1; id=1"], Route(body=sts_policy("mx.charset.test"),
                                          content_type="text/plain; charset=utf-8"),
                 "secure match=mx.charset.test servername=hostname"),
-    "split-txt": (['"v=STSv1; " "id=split1"'], Route(body=policy("enforce", "mx.split-txt.test")),
+    "split-txt": (['"v=STSv1; " "id=split1"'], Route(body=sts_policy("mx.split-txt.test")),
                   "secure match=mx.split-txt.test servername=hostname"),
-    "testing": (["v=STSv1; id=1"], Route(body=policy("testing", "mx.testing.test")), None),
-    "none": (["v=STSv1; id=1"], Route(body=policy("none")), None),
-    "no-txt": ([], Route(body=policy("enforce", "mx.no-txt.test")), None),
-    "two-txt": (["v=STSv1; id=1", "v=STSv1; id=2"], Route(body=policy("enforce", "mx.two-txt.test")), None),
+    "testing": (["v=STSv1; id=1"], Route(body=sts_policy("mx.testing.test", mode="testing")), None),
+    "none": (["v=STSv1; id=1"], Route(body=sts_policy(mode="none")), None),
+    "no-txt": ([], Route(body=sts_policy("mx.no-txt.test")), None),
+    "two-txt": (["v=STSv1; id=1", "v=STSv1; id=2"], Route(body=sts_policy("mx.two-txt.test")), None),
     "no-policy-host": (["v=STSv1; id=1"], None, None),
     "redirect": (["v=STSv1; id=1"], Route(status=301, location="https://mta-sts.enforce-one.test/.well-known/mta-sts.txt",
-                                          body=policy("enforce", "mx.redirect.test")), None),
-    "wrong-type": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.wrong-type.test"), content_type="text/html"), None),
-    "wrong-name": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.wrong-name.test"), cert="wrong-name"), None),
-    "expired": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.expired.test"), cert="expired"), None),
-    "oversize": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.oversize.test") + b"x: y\n" * 20000), None),
-    "slow": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.slow.test"), delay_s=HTTP_TIMEOUT_S + 3), None),
+                                          body=sts_policy("mx.redirect.test")), None),
+    "wrong-type": (["v=STSv1; id=1"], Route(body=sts_policy("mx.wrong-type.test"), content_type="text/html"), None),
+    "wrong-name": (["v=STSv1; id=1"], Route(body=sts_policy("mx.wrong-name.test"), cert="wrong-name"), None),
+    "expired": (["v=STSv1; id=1"], Route(body=sts_policy("mx.expired.test"), cert="expired"), None),
+    "oversize": (["v=STSv1; id=1"], Route(body=sts_policy("mx.oversize.test") + b"x: y\n" * 20000), None),
+    "slow": (["v=STSv1; id=1"], Route(body=sts_policy("mx.slow.test"), delay_s=HTTP_TIMEOUT_S + 3), None),
     "notfound": (["v=STSv1; id=1"], Route(status=404, body=b"not here"), None),
-    "bad-version": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.bad-version.test").replace(b"STSv1", b"STSv2")), None),
-    "bad-maxage": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.bad-maxage.test", max_age=31557601)), None),
-    "xn--bcher-kva": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.xn--bcher-kva.test")),
+    "bad-version": (["v=STSv1; id=1"], Route(body=sts_policy("mx.bad-version.test").replace(b"STSv1", b"STSv2")), None),
+    "bad-maxage": (["v=STSv1; id=1"], Route(body=sts_policy("mx.bad-maxage.test", max_age=31557601)), None),
+    "xn--bcher-kva": (["v=STSv1; id=1"], Route(body=sts_policy("mx.xn--bcher-kva.test")),
                       "secure match=mx.xn--bcher-kva.test servername=hostname"),
-    "idchange": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx1.idchange.test")),
+    "idchange": (["v=STSv1; id=1"], Route(body=sts_policy("mx1.idchange.test")),
                  "secure match=mx1.idchange.test servername=hostname"),
-    "persist": (["v=STSv1; id=1"], Route(body=policy("enforce", "mx.persist.test")),
+    "persist": (["v=STSv1; id=1"], Route(body=sts_policy("mx.persist.test")),
                 "secure match=mx.persist.test servername=hostname"),
 }
 
@@ -169,7 +165,7 @@ def test_tlsrpt_attributes_only_for_the_tlsrpt_map(daemon):
 def test_txt_id_change_is_picked_up(daemon, sts_world):
     dns_world, policy_server = sts_world
     assert daemon.postmap("idchange.test")[1] == "secure match=mx1.idchange.test servername=hostname"
-    policy_server.set("mta-sts.idchange.test", Route(body=policy("enforce", "mx2.idchange.test")))
+    policy_server.set("mta-sts.idchange.test", Route(body=sts_policy("mx2.idchange.test")))
     assert daemon.postmap("idchange.test")[1] == "secure match=mx1.idchange.test servername=hostname"
     dns_world.set_parent_records(parent_records({"idchange": ["v=STSv1; id=2"]}))
     deadline = time.monotonic() + 15

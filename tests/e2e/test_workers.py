@@ -13,6 +13,7 @@ from mtasts_resolver.policy.model import CachedPolicy
 from mtasts_resolver.policy.sts import parse_policy
 from mtasts_resolver.store.sqlite import SqliteStore
 from tests.world.daemon import DaemonProcess
+from tests.world.policy_server import sts_policy
 
 EXPECTED = "secure match=mx.pool.example servername=hostname"
 
@@ -20,7 +21,7 @@ EXPECTED = "secure match=mx.pool.example servername=hostname"
 @pytest.fixture
 def pool(tmp_path):
     store = SqliteStore(tmp_path / "state" / "cache.sqlite3")
-    policy = parse_policy(b"version: STSv1\nmode: enforce\nmx: mx.pool.example\nmax_age: 86400\n")
+    policy = parse_policy(sts_policy("mx.pool.example"))
     store.save_policy(CachedPolicy("pool.example", "1", policy, time.time()))
     store.close()
     # DNS points at a closed port: every answer below comes from the persistent cache.

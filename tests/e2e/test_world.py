@@ -21,7 +21,7 @@ import pytest
 
 from tests.world import DnsWorld, PolicyServer, Route, TestPKI, Zone
 from tests.world.addresses import DANE_NET, SPARE_POLICY_IP, SPARE_POLICY_PORT
-from tests.world.policy_server import WELL_KNOWN_PATH
+from tests.world.policy_server import WELL_KNOWN_PATH, sts_policy
 
 
 def _flags(dig_output: str) -> set[str]:
@@ -117,7 +117,7 @@ def _get(server: PolicyServer, pki: TestPKI, host: str, path: str = WELL_KNOWN_P
             return resp, resp.read(), tls.getpeercert(binary_form=True) or b""
 
 
-POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.x.test\r\nmax_age: 86400\r\n"
+POLICY = sts_policy("mx1.x.test", eol="\r\n")
 
 
 def test_policy_route_is_served(policy_server: PolicyServer, pki: TestPKI) -> None:

@@ -35,6 +35,7 @@ import pytest
 
 from tests.world.daemon import REPO
 from tests.world import Route
+from tests.world.policy_server import sts_policy
 from tests.world.postfix import postmap
 from tests.world.addresses import POLICY_IP
 
@@ -45,7 +46,7 @@ LOCK_FILE = "/tmp/mtasts-resolver-package-test.lock"   # every suite on this mac
 APT_LOCK_TIMEOUT_S = 600
 DOMAIN = "pkg-sts.test"
 EXPECTED = f"secure match=mx.{DOMAIN} servername=hostname"
-POLICY = f"version: STSv1\nmode: enforce\nmx: mx.{DOMAIN}\nmax_age: 86400\n".encode()
+POLICY = sts_policy(f"mx.{DOMAIN}")
 # The packaged config's listeners (packaging/config.toml).
 SOCKETMAP, TCP_TABLE, READSOCKET = ("127.0.0.1", 8461), ("127.0.0.1", 8462), ("127.0.0.1", 8463)
 

@@ -30,6 +30,7 @@ import pytest
 from tests.world.daemon import DaemonProcess, free_port
 from tests.world.smtp_host import SmtpHost
 from tests.world import Route, Zone
+from tests.world.policy_server import sts_policy
 from tests.world.addresses import MX_NET, POLICY_IP
 
 
@@ -68,11 +69,6 @@ def _zone(case: Case, pki) -> Zone:
     return Zone(case.domain, records)
 
 
-def _policy(case: Case) -> bytes:
-    lines = ["version: STSv1", "mode: enforce", *(f"mx: {mx}" for mx in case.sts_mx), "max_age: 86400"]
-    return ("\n".join(lines) + "\n").encode()
-
-
 @dataclass
 class MtaWorld:
     mx_hosts: dict[str, SmtpHost]   # by domain
@@ -97,7 +93,7 @@ def mta_world(dns_world, policy_server, pki, tmp_path_factory) -> Iterator[MtaWo
     dns_world.add_zones([_zone(case, pki) for case in CASES.values()])
     for case in CASES.values():
         if case.sts_mx:
-            policy_server.set(f"mta-sts.{case.domain}", Route(body=_policy(case)))
+            policy_server.set(f"mta-sts.{case.domain}", Route(body=sts_policy(*case.sts_mx)))
     resolver_ip, resolver_port = dns_world.resolver()
     assert resolver_port == 53, "the MTAs' libc resolver only speaks to port 53"
     readsocket_port = free_port()

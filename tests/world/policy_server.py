@@ -106,6 +106,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def sts_policy(*mx: str, mode: str = "enforce", max_age: int = 86400, eol: str = "\n") -> bytes:
+    """A policy file (RFC 8461 §3.2) with one ``mx:`` line per pattern, each line ended by ``eol``."""
+    lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {pattern}" for pattern in mx), f"max_age: {max_age}"]
+    return (eol.join(lines) + eol).encode()
+
+
 def _sni_of(conn: Any) -> str | None:
     return getattr(conn, "_world_sni", None)
 
@@ -213,4 +219,4 @@ def _norm(host: str) -> str:
     return host.strip().lower().rstrip(".")
 
 
-__all__ = ["PolicyServer", "Route", "WELL_KNOWN_PATH"]
+__all__ = ["PolicyServer", "Route", "WELL_KNOWN_PATH", "sts_policy"]
