@@ -39,8 +39,9 @@ def problems(config: Config) -> list[Problem]:
         if listen.unix:
             found += _directory(f"{key}.unix", listen.unix)
     tlsrpt = config.tlsrpt
-    found += _group("tlsrpt.collector_socket_group", tlsrpt.collector_socket_group)
     for key in ("collector_socket", "exim_event_socket"):
+        found += _user(f"tlsrpt.{key}_owner", getattr(tlsrpt, f"{key}_owner"))
+        found += _group(f"tlsrpt.{key}_group", getattr(tlsrpt, f"{key}_group"))
         if getattr(tlsrpt, key):
             found += _directory(f"tlsrpt.{key}", str(getattr(tlsrpt, key)))
     for key, path in (("mta_sts.ca_file", config.mta_sts.ca_file), ("tlsrpt.ca_file", tlsrpt.ca_file),

@@ -136,9 +136,9 @@ def _owner_ids(spec: SocketSpec) -> tuple[int, int]:
     try:
         uid = pwd.getpwnam(spec.owner).pw_uid if spec.owner else -1
     except KeyError:
-        raise UnknownOwner(f"{spec.path}: no user named {spec.owner!r}") from None
+        raise UnknownOwner(f"{spec.path}: no such user {spec.owner!r}") from None
     try:
         gid = grp.getgrnam(spec.group).gr_gid if spec.group else -1
     except KeyError:
-        raise UnknownOwner(f"{spec.path}: no group named {spec.group!r}") from None
+        raise UnknownOwner(f"{spec.path}: no such group {spec.group!r}") from None
     return uid, gid

@@ -26,6 +26,12 @@ def settings(tmp_path, **sections) -> dict:
      EX_CONFIG, "mta_sts.ca_file: cannot read {t}/ca.pem: No such file or directory"),
     (lambda t: {"tlsrpt": {"collector_socket_group": "no-such-group-x"}},
      EX_CONFIG, "tlsrpt.collector_socket_group: no such group 'no-such-group-x'"),
+    (lambda t: {"tlsrpt": {"collector_socket_owner": "no-such-user-x"}},
+     EX_CONFIG, "tlsrpt.collector_socket_owner: no such user 'no-such-user-x'"),
+    (lambda t: {"tlsrpt": {"exim_event_socket_owner": "no-such-user-x"}},
+     EX_CONFIG, "tlsrpt.exim_event_socket_owner: no such user 'no-such-user-x'"),
+    (lambda t: {"tlsrpt": {"exim_event_socket_group": "no-such-group-x"}},
+     EX_CONFIG, "tlsrpt.exim_event_socket_group: no such group 'no-such-group-x'"),
     (lambda t: {"tlsrpt": {"exim_log": str(t / "mainlog")}}, None, None),   # a log may appear later
     (lambda t: {"tlsrpt": {"postfix_log": str(t / "nodir" / "mail.log")}},
      EX_CONFIG, "tlsrpt.postfix_log: directory {t}/nodir of {t}/nodir/mail.log does not exist"),

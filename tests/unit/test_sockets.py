@@ -49,7 +49,7 @@ def test_owner_and_group_by_name(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", MAKERS)
-@pytest.mark.parametrize("field, message", [("owner", "no user"), ("group", "no group")])
+@pytest.mark.parametrize("field, message", [("owner", "no such user"), ("group", "no such group")])
 def test_unknown_owner_fails_before_any_file_exists(tmp_path, kind, field, message):
     path = tmp_path / "s.sock"
     with pytest.raises(UnknownOwner, match=message) as info:
