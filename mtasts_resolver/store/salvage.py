@@ -23,7 +23,7 @@ from mtasts_resolver.store.sqlite import SqliteStore, policy_from_row
 TLSRPT_TABLES = ("tlsrpt_outcome", "tlsrpt_cursor", "tlsrpt_report", "tlsrpt_delivery", "tlsrpt_attempt")
 # Past a broken page, rowids are probed this far ahead (doubling) before giving up on the rest of the table.
 MAX_SKIP_ROWS = 1 << 24
-_SELECT_AFTER = ("SELECT rowid, CAST(domain AS BLOB), CAST(txt_id AS BLOB), CAST(policy AS BLOB), fetched_at "
+_SELECT_AFTER = ("SELECT rowid, CAST(domain AS BLOB), CAST(txt_id AS BLOB), CAST(policy AS BLOB), fetched_at, {checksum} "
                  "FROM sts_policy WHERE rowid > ? ORDER BY rowid")
 
 
@@ -71,10 +71,15 @@ def _readable_policies(path: Path, lost: list[tuple[str, str]]) -> list[CachedPo
         lost.append(("file", f"cannot be opened: {exc}"))
         return policies
     try:
+        try:   # a file of schema version 2 has no checksums
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sts_policy)")}
+        except sqlite3.Error:
+            columns = set()
+        select = _SELECT_AFTER.format(checksum="CAST(checksum AS BLOB)" if "checksum" in columns else "NULL")
         last, skip = 0, 1
         while skip <= MAX_SKIP_ROWS:
             try:
-                for rowid, *row in db.execute(_SELECT_AFTER, (last,)):
+                for rowid, *row in db.execute(select, (last,)):
                     last, skip = rowid, 1
                     loaded = policy_from_row(*row)
                     if isinstance(loaded, CachedPolicy):

@@ -8,6 +8,7 @@ power loss, which is the point of a persistent MTA-STS cache.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,15 +21,25 @@ from mtasts_resolver.store import CannotCreate, DamagedCache, StoreError
 from mtasts_resolver.store.sqlite_tlsrpt import TlsrptTables, connect
 
 LOAD_CHUNK_ROWS = 1000
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
-_SELECT_RAW_POLICIES = ("SELECT CAST(domain AS BLOB), CAST(txt_id AS BLOB), CAST(policy AS BLOB), fetched_at "
-                        "FROM sts_policy")
+_SELECT_RAW_POLICIES = ("SELECT CAST(domain AS BLOB), CAST(txt_id AS BLOB), CAST(policy AS BLOB), fetched_at, "
+                        "CAST(checksum AS BLOB) FROM sts_policy")
 
 
-def policy_from_row(domain: bytes, txt_id: bytes, text: bytes, fetched_at: object) -> CachedPolicy | tuple[str, str]:
-    """One stored row as a policy, or (domain, why it cannot be loaded): a row this program wrote always loads."""
+def checksum(domain: str, txt_id: str, text: str, fetched_at: float) -> str:
+    """What a row must hash to: a byte changed on disk that still parses is caught too."""
+    data = "\0".join((domain, txt_id, text, repr(float(fetched_at)))).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def policy_from_row(domain: bytes, txt_id: bytes, text: bytes, fetched_at: object,
+                    stored_checksum: object = None) -> CachedPolicy | tuple[str, str]:
+    """One stored row as a policy, or (domain, why it cannot be loaded): a row this program wrote always loads.
+
+    ``stored_checksum`` None: a row written before schema version 3, taken as it is.
+    """
     name = domain.decode("utf-8", errors="replace") if isinstance(domain, bytes) else repr(domain)
     try:
         domain_text, txt_text, policy_text = (value.decode("utf-8") for value in (domain, txt_id, text))
@@ -36,6 +47,9 @@ def policy_from_row(domain: bytes, txt_id: bytes, text: bytes, fetched_at: objec
         return name, f"not UTF-8 text ({exc})"
     if isinstance(fetched_at, bool) or not isinstance(fetched_at, (int, float)):
         return name, f"fetched_at is not a number: {fetched_at!r}"
+    expected = checksum(domain_text, txt_text, policy_text, fetched_at).encode()
+    if stored_checksum is not None and stored_checksum != expected:
+        return name, "the row does not match its checksum (changed on disk)"
     policy = parse_policy(policy_text.encode("utf-8"))
     if not isinstance(policy, StsPolicy):
         return name, f"the stored policy does not parse: {policy}"
@@ -161,11 +175,13 @@ class SqliteStore(TlsrptTables):
 
     def save_policies(self, policies: Iterable[CachedPolicy]) -> None:
         """Several policies in one transaction (one fsync): imports and benchmarks."""
-        rows = [(p.domain, p.txt_id, "\n".join(p.policy.lines), p.fetched_at) for p in policies]
+        rows = [(p.domain, p.txt_id, text, p.fetched_at, checksum(p.domain, p.txt_id, text, p.fetched_at))
+                for p in policies for text in ("\n".join(p.policy.lines),)]
         try:
             with self._db:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO sts_policy (domain, txt_id, policy, fetched_at) VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO sts_policy (domain, txt_id, policy, fetched_at, checksum) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     rows,
                 )
         except sqlite3.Error as exc:

@@ -13,7 +13,7 @@ from mtasts_resolver.policy.sts import parse_policy
 from mtasts_resolver.store import DamagedCache, SALVAGE_COMMAND, StoreError
 from mtasts_resolver.store.retrying import RETRY_FIRST_S, RetryingPolicyStore
 from mtasts_resolver.store.salvage import salvage
-from mtasts_resolver.store.sqlite import SqliteStore, policy_from_row
+from mtasts_resolver.store.sqlite import SqliteStore, checksum, policy_from_row
 
 POLICY = b"version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400"
 
@@ -34,7 +34,7 @@ def cached(domain: str, fetched_at: float = 1000.0) -> CachedPolicy:
     ((b"a.example", b"1", b"", 1000.0), "the stored policy does not parse"),
 ])
 def test_policy_from_row(row, why):
-    loaded = policy_from_row(*row)
+    loaded = policy_from_row(*row)   # no checksum: a row of schema version 2
     if why is None:
         assert loaded == CachedPolicy("a.example", "1", parse_policy(POLICY), 1000.0)
     else:
@@ -109,6 +109,40 @@ def test_salvage_of_a_file_with_nothing_readable_gives_an_empty_cache(tmp_path, 
     assert result.policies == 0 and any(lost in why for _, why in result.lost), result.lost
     store = SqliteStore(path)
     assert list(store.load_policies()) == []
+    store.close()
+
+
+GOOD_SUM = checksum("a.example", "1", POLICY.decode(), 1000.0).encode()
+
+
+@pytest.mark.parametrize("row,loads", [
+    ((b"a.example", b"1", POLICY, 1000.0, GOOD_SUM), True),
+    ((b"a.example", b"1", POLICY, 1000.0, None), True),                             # schema 2: none yet
+    ((b"a.example", b"1", POLICY.replace(b"mx.example", b"mx.exbmple"), 1000.0, GOOD_SUM), False),  # still parses
+    ((b"a.example", b"2", POLICY, 1000.0, GOOD_SUM), False),
+    ((b"a.example", b"1", POLICY, 1000.5, GOOD_SUM), False),
+    ((b"a.example", b"1", POLICY, 1000.0, b"\xff" * 32), False),
+])
+def test_the_checksum_catches_a_change_that_still_parses(row, loads):
+    loaded = policy_from_row(*row)
+    assert isinstance(loaded, CachedPolicy) is loads
+    if not loads:
+        assert loaded[1] == "the row does not match its checksum (changed on disk)"
+
+
+def test_a_schema_2_file_is_upgraded_and_salvaged_without_checksums(tmp_path):
+    path = filled(tmp_path)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("ALTER TABLE sts_policy DROP COLUMN checksum")
+        db.execute("UPDATE schema_version SET version = 2")
+    db.close()
+    result = salvage(path, "STAMP")
+    assert result.policies == 3 and result.lost == []
+    path.unlink()
+    result.damaged_copy.rename(path)
+    store = SqliteStore(path)                 # upgraded to version 3: its rows load, unchecked
+    assert sorted(p.domain for p in store.load_policies()) == ["a.example", "b.example", "c.example"]
     store.close()
 
 
