@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--day", action="append", default=[], metavar="YYYY-MM-DD",
                         help="also report this UTC day even if it is not over yet (repeatable)")
     commands.add_parser("salvage-cache", help="copy the readable rows of a damaged policy cache into a fresh "
-                        "file, keeping the damaged one aside")
+                        "file, keeping the damaged one aside (with the daemon stopped)")
     return parser
 
 
