@@ -232,7 +232,11 @@ def assemble(reactor, config: Config) -> Daemon:
                    for index, listen in enumerate(config.listen)]
         store = _open_cache(config)
         opened.callback(store.close)
-        spool = OutcomeSpool(reactor, store.outcome_writer(), config.tlsrpt.spool_flush_interval_s)
+        try:
+            writer = store.outcome_writer()   # the spool's own connection to the same file
+        except StoreError as exc:
+            raise Fatal(str(exc), EX_IOERR) from None
+        spool = OutcomeSpool(reactor, writer, config.tlsrpt.spool_flush_interval_s)
         opened.callback(spool.stop)   # stops its writer thread: a thread left running keeps the process alive
         persistent = RetryingPolicyStore(store, reactor)
         lookups = build_lookups(config, reactor, persistent, resolution_sink(spool.add, reactor.seconds))
