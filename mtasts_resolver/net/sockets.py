@@ -2,9 +2,10 @@
 
 Listeners (socketmap, tcp_table, readsocket), the libtlsrpt datagram
 collector and the Exim event socket all come from here, so a UNIX socket
-file gets the same treatment whoever asks for it: a stale file left by a
-killed daemon is removed, then the socket is bound and given its mode,
-owner and group before anyone can connect (``listen()`` comes last).
+file gets the same treatment whoever asks for it: a socket file left
+behind (by a stop, or by a killed daemon) is removed, then the socket is
+bound and given its mode, owner and group before anyone can connect
+(``listen()`` comes last).
 Plain ``socket`` module sockets: a worker pool's parent binds them without
 a reactor, and the reactor adopts them with :func:`adopt_listener`.
 """
@@ -38,7 +39,7 @@ class UnknownOwner(KeyError):
 
 
 def remove_stale_socket(path: str) -> None:
-    """A socket file left by a killed daemon would make bind() fail; other files are left alone."""
+    """A socket file left behind would make bind() fail; other files are left alone."""
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
