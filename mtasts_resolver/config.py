@@ -269,7 +269,7 @@ class TlsrptConfig:
         doc="Outcomes are committed to the spool this often: the most a kill -9 can lose."))
     sending_mta_ip: str = field(default="", metadata=_meta(
         doc="sending-mta-ip written into failure details for feeds that do not log it (the Postfix and Exim logs); \"\": "
-            "left out."))
+            "the source address of the kernel's route to the receiving IP (right unless the MTA binds another)."))
 
     # -- reports (mtasts-resolver report)
     organization_name: str = field(default="", metadata=_meta(
@@ -289,9 +289,15 @@ class TlsrptConfig:
         doc="The sendmail program and its options; \"-f FROM -- RCPT\" is appended."))
     smtp_server: HostPort = field(default=HostPort("127.0.0.1", 25), metadata=_meta(
         doc="\"HOST:PORT\" of the SMTP server for mail_submission = \"smtp\"."))
+    smtp_tls_name: str = field(default="", metadata=_meta(
+        doc="Name smtp_server's STARTTLS certificate is checked against; \"\": the host of smtp_server."))
+    smtp_tls_verify: bool = field(default=True, metadata=_meta(
+        doc="Check smtp_server's STARTTLS certificate (ca_file or the system store); false for a local relay "
+            "without a valid certificate (a snakeoil one on 127.0.0.1): still encrypted, not authenticated."))
     https_ignore_cert_errors: bool = field(default=True, metadata=_meta(
         doc="Post reports to https rua hosts even when their certificate does not verify (RFC 8460 §3: submitters MAY)."))
-    ca_file: str = field(default="", metadata=_meta(doc="PEM bundle for https rua hosts; \"\": the system store."))
+    ca_file: str = field(default="", metadata=_meta(
+        doc="PEM bundle for https rua hosts and smtp_server's STARTTLS; \"\": the system store."))
     delivery_timeout_s: float = field(default=60.0, metadata=_meta(minimum=1,
         doc="Deadline of one report delivery (HTTPS POST or mail submission)."))
     send_delay_max_s: float = field(default=14400.0, metadata=_meta(minimum=0,

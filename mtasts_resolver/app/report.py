@@ -41,7 +41,8 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
         dns = dns_on_reactor(config, reactor)  # rua hosts resolve like everything else
         deliverers = Deliverers(
             MailSubmitter(settings.mail_submission, settings.sendmail_command, settings.smtp_server,
-                          settings.delivery_timeout_s),
+                          settings.delivery_timeout_s, reactor=reactor, tls_name=settings.smtp_tls_name,
+                          tls_verify=settings.smtp_tls_verify, trust=trust_root(settings.ca_file)),
             HttpsPoster(reactor, trust_root(settings.ca_file), settings.https_ignore_cert_errors,
                         settings.delivery_timeout_s),
             DkimKey(settings.dkim_selector, settings.submitter_domain, settings.dkim_key_file))

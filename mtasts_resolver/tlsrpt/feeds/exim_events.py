@@ -45,6 +45,7 @@ from zope.interface import implementer
 
 from mtasts_resolver.policy.keys import KeyKind, parse_key
 from mtasts_resolver.tlsrpt.feeds.logtime import line_time
+from mtasts_resolver.tlsrpt.feeds.sourceip import SourceFor, source_for
 from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType
 from mtasts_resolver.tlsrpt.feeds.postfix_log import REPORT_MESSAGE_ID_MARKER, verify_result_type
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
@@ -79,7 +80,8 @@ def parse_event(line: str) -> dict[str, str]:
     return {**fields, "data": data}
 
 
-def event_outcomes(event: dict[str, str], now: float, policy_for: PolicyFor, sending_mta_ip: str = "") -> list[Outcome]:
+def event_outcomes(event: dict[str, str], now: float, policy_for: PolicyFor,
+                   sending_mta_ip: str | SourceFor = "") -> list[Outcome]:
     key = parse_key(event["domain"])
     if event["report"] == "1" or key.kind is not KeyKind.DOMAIN:
         return []
@@ -96,7 +98,8 @@ def event_outcomes(event: dict[str, str], now: float, policy_for: PolicyFor, sen
         result = tls_result
     else:
         return []
-    detail = FailureDetail(result, sending_mta_ip=sending_mta_ip, receiving_mx_hostname=event["host"],
+    detail = FailureDetail(result, sending_mta_ip=source_for(sending_mta_ip)(event["ip"]),
+                           receiving_mx_hostname=event["host"],
                            receiving_ip=event["ip"], failure_reason_code=data[:256])
     return [Outcome(now, domain, policy, (detail,))]
 
@@ -125,9 +128,9 @@ def _result_type(name: str) -> ResultType:
 class EximLogCorrelator:
     """Exim main log lines to outcomes (one per delivery or TLS-related defer)."""
 
-    def __init__(self, policy_for: PolicyFor, sending_mta_ip: str = "") -> None:
+    def __init__(self, policy_for: PolicyFor, sending_mta_ip: str | SourceFor = "") -> None:
         self._policy_for = policy_for
-        self._sending_mta_ip = sending_mta_ip
+        self._source_for = source_for(sending_mta_ip)
         self._report_mail: set[str] = set()
 
     def feed(self, line: str, now: float) -> list[Outcome]:
@@ -154,7 +157,7 @@ class EximLogCorrelator:
         result = _defer_result(text)
         if result is None:
             return []  # a defer that is not about TLS
-        detail = FailureDetail(result, sending_mta_ip=self._sending_mta_ip, receiving_mx_hostname=host["host"],
+        detail = FailureDetail(result, sending_mta_ip=self._source_for(host["ip"]), receiving_mx_hostname=host["host"],
                                receiving_ip=host["ip"], failure_reason_code=text[:256])
         return [Outcome(now, key.domain, policy, (detail,))]
 
@@ -167,7 +170,7 @@ class EximEventProtocol(LineOnlyReceiver):
     MAX_LENGTH = MAX_EVENT_LINE_BYTES
     log = Logger()
 
-    def __init__(self, spool: OutcomeSpool, policy_for: PolicyFor, sending_mta_ip: str, clock) -> None:
+    def __init__(self, spool: OutcomeSpool, policy_for: PolicyFor, sending_mta_ip: str | SourceFor, clock) -> None:
         self._spool, self._policy_for, self._sending_mta_ip, self._clock = spool, policy_for, sending_mta_ip, clock
         self._replied: Deferred[None] = succeed(None)   # the previous line's reply: replies go out in order
 
@@ -202,7 +205,7 @@ class EximEventProtocol(LineOnlyReceiver):
 
 
 class EximEventFactory(Factory):
-    def __init__(self, spool: OutcomeSpool, policy_for: PolicyFor, sending_mta_ip: str, clock) -> None:
+    def __init__(self, spool: OutcomeSpool, policy_for: PolicyFor, sending_mta_ip: str | SourceFor, clock) -> None:
         self._args = (spool, policy_for, sending_mta_ip, clock)
 
     def buildProtocol(self, addr) -> EximEventProtocol:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from mtasts_resolver.policy.keys import KeyKind, parse_key
 from mtasts_resolver.tlsrpt.feeds.logtime import line_time
+from mtasts_resolver.tlsrpt.feeds.sourceip import SourceFor, source_for
 from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType
 
 REPORT_MESSAGE_ID_MARKER = ".tlsrpt@"  # every report's Message-ID has it (see report.py)
@@ -92,9 +93,9 @@ class _Session:
 class PostfixLogCorrelator:
     """Feed it log lines in order; it returns the outcomes they complete."""
 
-    def __init__(self, policy_for: Callable[[str], ReportPolicy], sending_mta_ip: str = "") -> None:
+    def __init__(self, policy_for: Callable[[str], ReportPolicy], sending_mta_ip: str | SourceFor = "") -> None:
         self._policy_for = policy_for
-        self._sending_mta_ip = sending_mta_ip
+        self._source_for = source_for(sending_mta_ip)
         self._sessions: dict[str, _Session] = {}
         self._counted: dict[str, tuple[str, str]] = {}   # pid -> (qid, relay) already counted
         self._report_mail: set[str] = set()
@@ -147,7 +148,7 @@ class PostfixLogCorrelator:
         if failure is None and (session is None or not session.trust):
             return []  # plaintext without a policy: not a TLS session to report
         failures = () if failure is None else (FailureDetail(
-            failure[0], sending_mta_ip=self._sending_mta_ip, receiving_mx_hostname=found["host"],
+            failure[0], sending_mta_ip=self._source_for(found["ip"]), receiving_mx_hostname=found["host"],
             receiving_ip=found["ip"], failure_reason_code=failure[1]),)
         return [Outcome(now, key.domain, policy, failures)]
 

@@ -22,6 +22,7 @@ from mtasts_resolver.tlsrpt.feeds.exim_events import EximEventFactory, EximLogCo
 from mtasts_resolver.tlsrpt.feeds.logfollow import FileFollower, JournalFollower
 from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, sts_report_policy
 from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
+from mtasts_resolver.tlsrpt.feeds.sourceip import RouteSource
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
 
 POSTFIX_FEED = "postfix-log"
@@ -86,7 +87,7 @@ class _UnixStreamService(Service):
 def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
                   policy_for: Callable[[str], ReportPolicy]) -> list[Service]:
     services: list[Service] = []
-    ip = settings.sending_mta_ip
+    ip = RouteSource(settings.sending_mta_ip)   # configured, else the kernel's route source per receiving IP
     if settings.collector_socket:
         services.append(DatagramCollector(reactor, spool, settings.collector_spec, settings.collector_rcvbuf_bytes))
     if settings.postfix_log:

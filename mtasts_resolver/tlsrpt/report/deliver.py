@@ -3,7 +3,11 @@
 mailto (RFC 8460 §5.3): the DKIM-signed mail goes to the local MTA, either
 through its ``sendmail`` binary or over SMTP to a local listener; the MTA
 then delivers it like any mail (``TLS-Required: No`` lets it pass broken
-TLS).  https (RFC 8460 §5.4): POST ``application/tlsrpt+gzip``; only 200 or
+TLS).  Over SMTP, STARTTLS (when offered) is verified against
+``smtp_tls_name`` (default: the server's host), or not at all with
+``smtp_tls_verify = false``; the signed CRLF message is handed to Twisted's
+client with LF line ends, which it turns into CRLF (and dot-stuffs) once:
+the bytes on the wire are the bytes DKIM signed.  https (RFC 8460 §5.4): POST ``application/tlsrpt+gzip``; only 200 or
 201 is success.  RFC 8460 §3 lets submitters ignore certificate errors on
 https, so with ``https_ignore_cert_errors`` a failed certificate check is
 followed at once by an unverified POST (logged).  Host names resolve
@@ -17,10 +21,11 @@ import subprocess
 from collections.abc import Sequence
 
 from twisted.internet import ssl
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.mail.smtp import sendmail as smtp_sendmail
+from twisted.mail.smtp import ESMTPSenderFactory
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
@@ -41,18 +46,19 @@ class DeliveryFailed(Exception):
 class MailSubmitter:
     """Hands a mail to the local MTA: ``sendmail`` binary, or SMTP to HOST:PORT."""
 
-    def __init__(self, method: str, sendmail_command: Sequence[str], smtp_server: HostPort, timeout_s: float) -> None:
+    def __init__(self, method: str, sendmail_command: Sequence[str], smtp_server: HostPort, timeout_s: float,
+                 *, reactor=None, tls_name: str = "", tls_verify: bool = True,
+                 trust: ssl.IOpenSSLTrustRoot | None = None) -> None:
         self._method, self._command, self._timeout_s = method, list(sendmail_command), timeout_s
         self._smtp = smtp_server
+        self._reactor = reactor
+        self._tls_name = tls_name or smtp_server.host
+        self._tls = (ssl.optionsForClientTLS(self._tls_name, trustRoot=trust) if tls_verify
+                     else ssl.CertificateOptions(verify=False))
 
     async def submit(self, mail_from: str, rcpt: str, message: bytes) -> str:
         if self._method == "smtp":
-            try:
-                await smtp_sendmail(self._smtp.host, mail_from, [rcpt], message, port=self._smtp.port,
-                                    requireAuthentication=False, requireTransportSecurity=False)
-            except Exception as exc:  # twisted.mail raises SMTPClientError and connection errors alike
-                raise DeliveryFailed(f"SMTP submission to {self._smtp}: {exc}") from exc
-            return f"submitted over SMTP to {self._smtp}"
+            return await self._submit_smtp(mail_from, rcpt, message)
         argv = [*self._command, "-f", mail_from, "--", rcpt]
         local = message.replace(b"\r\n", b"\n")  # sendmail(1) input uses the local line ending
         try:
@@ -64,6 +70,30 @@ class MailSubmitter:
             raise DeliveryFailed(f"{argv[0]} exited {result.returncode}: "
                                  f"{result.stderr.decode('utf-8', 'replace').strip()}")
         return f"submitted to {argv[0]}"
+
+    async def _submit_smtp(self, mail_from: str, rcpt: str, message: bytes) -> str:
+        if self._reactor is None:
+            from twisted.internet import reactor as default_reactor
+            self._reactor = default_reactor
+        done: Deferred[object] = Deferred()
+        # ESMTPSender turns every LF into CRLF: hand it LF, so CRLF reaches the wire once.
+        factory = ESMTPSenderFactory(None, None, mail_from, [rcpt], io.BytesIO(message.replace(b"\r\n", b"\n")),
+                                     done, retries=0, timeout=self._timeout_s, contextFactory=self._tls,
+                                     heloFallback=True, requireAuthentication=False, requireTransportSecurity=False)
+        connector = self._reactor.connectTCP(self._smtp.host, self._smtp.port, factory, timeout=self._timeout_s)
+        def timed_out(result: object, timeout_s: float) -> Failure:
+            connector.disconnect()
+            return Failure(TimeoutError(f"no answer within {timeout_s:g} s"))
+
+        done.addTimeout(self._timeout_s, self._reactor, onTimeoutCancel=timed_out)
+        try:
+            await done
+        except Exception as exc:  # twisted.mail raises SMTPClientError, TLS and connection errors alike
+            errors = tls_errors(Failure(exc))
+            why = f"certificate of {self._tls_name!r} not valid: {errors[0]}" if errors else (str(exc) or
+                                                                                              type(exc).__name__)
+            raise DeliveryFailed(f"SMTP submission to {self._smtp}: {why}") from exc
+        return f"submitted over SMTP to {self._smtp}"
 
 
 @implementer(IPolicyForHTTPS)
