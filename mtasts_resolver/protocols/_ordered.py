@@ -52,6 +52,8 @@ DEFAULT_IDLE_TIMEOUT_S = 110.0
 # waits for the next turn, with reading paused meanwhile.
 INPUT_PER_TURN = 4096
 _NEXT_TURN = "input per turn"   # a pause reason that is no limit: nothing is refused or logged
+# While paused for one of these, what is left of a read waits too.
+_HOLD_INPUT = frozenset({"listen.max_in_flight", "listen.max_unsent_bytes"})
 
 # The reply when the service breaks its promise that the Deferred never
 # fails.  TEMP makes Postfix defer the mail rather than send it with a
@@ -270,7 +272,8 @@ class OrderedReplyMixin(TimeoutMixin):
         if reason not in self._paused:
             return
         self._paused.discard(reason)
-        if reason != _NEXT_TURN and self._unfed and self._turn is None and not self.transport.disconnecting:
+        if (reason != _NEXT_TURN and self._unfed and self._turn is None and not self._paused & _HOLD_INPUT
+                and not self.transport.disconnecting):
             self._turn = self.callLater(0, self._next_turn)   # what is left of the read goes first
         elif not self._paused and not self._closing and not self.transport.disconnecting:
             self.transport.resumeProducing()
@@ -388,13 +391,16 @@ class OrderedReplyMixin(TimeoutMixin):
             return
         if self._unfed:
             self.pauseReading(_NEXT_TURN)
-            if "listen.max_in_flight" not in self._paused:
+            if not self._paused & _HOLD_INPUT:
                 self._turn = self.callLater(0, self._next_turn)
         self._watch_request()
 
     def _next_turn(self) -> None:
         self._turn = None
-        if "listen.max_in_flight" in self._paused or self.transport.disconnecting:
+        if self._closing:                # closeWhenAnswered: no more requests are read
+            self._unfed = b""
+            return
+        if self._paused & _HOLD_INPUT or self.transport.disconnecting:
             return                       # resumeReading schedules us again
         data, self._unfed = self._unfed, b""
         self._feed(data)

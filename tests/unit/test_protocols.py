@@ -413,6 +413,21 @@ def test_a_big_read_is_handled_a_slice_per_reactor_turn(kit: Kit) -> None:
     assert conn.transport.producerState == "producing"
 
 
+@each_protocol
+def test_the_rest_of_a_read_waits_while_replies_are_unread(kit: Kit) -> None:
+    service = FakeService({(MAP, "k"): Answer(FOUND, "v")})
+    conn = connect(kit.factory(service))
+    conn.proto.dataReceived(kit.request("k") * 5000)
+    first = len(service.calls)
+    conn.transport.producer.pauseProducing()      # the client does not read its replies
+    conn.clock.advance(0)
+    assert len(service.calls) == first            # nothing more is framed meanwhile
+    conn.transport.producer.resumeProducing()     # it read them
+    conn.clock.advance(0)
+    assert len(service.calls) == 5000
+    assert conn.transport.producerState == "producing"
+
+
 def test_unsent_replies_threshold_is_the_transports_buffer_size() -> None:
     class Transport(StringTransport):
         bufferSize = 65536
