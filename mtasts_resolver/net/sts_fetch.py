@@ -141,4 +141,3 @@ class PolicyFetcher:
         if failure.check(ConnectingCancelledError):
             return StsFailure(FailureType.FETCH_ERROR, f"{url}: connection timed out")
         return StsFailure(FailureType.FETCH_ERROR, f"{url}: {failure.getErrorMessage() or failure.type.__name__}")
-
