@@ -90,6 +90,7 @@ def test_hostile_policy_host_is_bounded(world, case):
     proc, server = world
     host = f"mta-sts.h-{case}.test"
     rss_before, fds_before = proc_usage(proc.proc.pid)
+    log_before = proc.log_path.stat().st_size
     client = SteadyClient(lambda: ask(proc, GOOD), expected(GOOD))
     client.start()
     try:
@@ -113,3 +114,5 @@ def test_hostile_policy_host_is_bounded(world, case):
     assert client.wrong == [] and client.latencies
     assert max(client.latencies) < 0.5
     assert HOSTILE[case] in proc.log_path.read_text(errors="replace"), proc.log_tail()
+    # A 1xx storm once wrote 7.6 MB of log per fetch: now a few lines, at debug level too.
+    assert proc.log_path.stat().st_size - log_before < 20_000
