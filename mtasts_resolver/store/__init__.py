@@ -77,8 +77,10 @@ OutcomeRow = tuple[str, str, str, str, str, int]
 class OutcomeWriter(Protocol):
     """Adds outcome counters; one instance per writer thread."""
 
-    def add(self, rows: Iterable[OutcomeRow], cursors: Mapping[str, str]) -> None:
-        """Add ``rows`` to the counters and set the feed ``cursors``, in one durable transaction."""
+    def add(self, rows: Iterable[OutcomeRow], cursors: Mapping[str, str],
+            policies: Mapping[str, tuple[str, float]] | None = None) -> None:
+        """Add ``rows`` to the counters, set the feed ``cursors`` and the ``policies`` in force
+        (domain -> (policy JSON, when)), in one durable transaction."""
         ...
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from mtasts_resolver.store import CannotCreate, DamagedCache, StoreError
 from mtasts_resolver.store.sqlite_tlsrpt import TlsrptTables, connect
 
 LOAD_CHUNK_ROWS = 1000
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: tlsrpt_policy (sqlite_tlsrpt.py)
 
 
 _SELECT_RAW_POLICIES = ("SELECT CAST(domain AS BLOB), CAST(txt_id AS BLOB), CAST(policy AS BLOB), fetched_at, "

@@ -1,4 +1,4 @@
-"""SQLite tables of the TLS-RPT spool and reporter (schema version 2).
+"""SQLite tables of the TLS-RPT spool and reporter (schema versions 2 and 4).
 
 The outcome writer has its own connection (``check_same_thread=False``: it is
 created on the reactor thread and used only by the spool's writer thread);
@@ -8,6 +8,7 @@ WAL lets the reactor thread and the reporter process read meanwhile.  With
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -38,7 +39,8 @@ class SqliteOutcomeWriter:
     def connection(self) -> sqlite3.Connection:
         return self._db
 
-    def add(self, rows: Iterable[OutcomeRow], cursors: Mapping[str, str]) -> None:
+    def add(self, rows: Iterable[OutcomeRow], cursors: Mapping[str, str],
+            policies: Mapping[str, tuple[str, float]] | None = None) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -48,6 +50,8 @@ class SqliteOutcomeWriter:
                     "DO UPDATE SET sessions = sessions + excluded.sessions", rows)
                 self._db.executemany("INSERT OR REPLACE INTO tlsrpt_cursor (feed, position) VALUES (?, ?)",
                                      cursors.items())
+                self._db.executemany("INSERT OR REPLACE INTO tlsrpt_policy (domain, policy, updated_at) "
+                                     "VALUES (?, ?, ?)", [(d, p, at) for d, (p, at) in (policies or {}).items()])
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -83,6 +87,11 @@ class TlsrptTables:
                     self._db.execute(sql, args)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write TLS-RPT report state: {exc}") from exc
+
+    def policy_in_force(self, domain: str) -> str | None:
+        """The policy JSON the daemon last applied to ``domain`` (any worker), None if it never resolved it."""
+        rows = self._read("SELECT policy FROM tlsrpt_policy WHERE domain = ?", (domain,))
+        return rows[0][0] if rows else None
 
     def feed_cursor(self, feed: str) -> str | None:
         rows = self._read("SELECT position FROM tlsrpt_cursor WHERE feed = ?", (feed,))
@@ -157,6 +166,13 @@ class TlsrptTables:
                 for table in ("tlsrpt_attempt", "tlsrpt_delivery"):
                     deleted += self._db.execute(f"DELETE FROM {table} WHERE report_id IN {old}", (before_day,)).rowcount
                 deleted += self._db.execute("DELETE FROM tlsrpt_report WHERE day < ?", (before_day,)).rowcount
+                deleted += self._db.execute("DELETE FROM tlsrpt_policy WHERE updated_at < ?",   # not resolved since
+                                            (_day_start(before_day),)).rowcount
         except sqlite3.Error as exc:
             raise StoreError(f"cannot prune the TLS-RPT spool: {exc}") from exc
         return deleted
+
+
+def _day_start(day: str) -> float:
+    """00:00 UTC of ``day`` (YYYY-MM-DD), in seconds since the epoch."""
+    return datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc).timestamp()

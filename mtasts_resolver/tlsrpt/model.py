@@ -121,6 +121,17 @@ class Outcome:
         return keys
 
 
+def report_policy_from_json(text: str) -> ReportPolicy | None:
+    """A :meth:`ReportPolicy.to_json` object read back (from the store), None if it is not one."""
+    try:
+        data = json.loads(text)
+        return ReportPolicy(PolicyType(data["policy-type"]), str(data["policy-domain"]),
+                            tuple(str(s) for s in data.get("policy-string", ())),
+                            tuple(str(m) for m in data.get("mx-host", ())))
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
 def sts_report_policy(domain: str, policy: StsPolicy | None) -> ReportPolicy:
     """An MTA-STS policy in RFC 8460 form: its own lines as policy-string, its mx patterns as mx-host."""
     if policy is None:

@@ -47,6 +47,7 @@ class OutcomeSpool:
         self._flush_interval_s = flush_interval_s
         self._pending: Counter[tuple[str, str, str, str, str]] = Counter()
         self._cursors: dict[str, str] = {}
+        self._policies: dict[str, tuple[str, float]] = {}   # domain -> (policy JSON in force, when)
         self._timer: IDelayedCall | None = None
         self._in_flight: Deferred[None] | None = None
         self._pending_since: float | None = None   # when the oldest uncommitted outcome was added
@@ -61,8 +62,12 @@ class OutcomeSpool:
     def pending_sessions(self) -> int:
         return _sessions(self._pending)
 
-    def add(self, outcomes: Iterable[Outcome], cursor: tuple[str, str] | None = None) -> None:
-        """Count ``outcomes``; ``cursor`` (feed, position) is committed with them."""
+    def add(self, outcomes: Iterable[Outcome], cursor: tuple[str, str] | None = None,
+            policy: tuple[str, str] | None = None) -> None:
+        """Count ``outcomes``; ``cursor`` (feed, position) and ``policy`` (domain, the policy JSON in force
+        now) are committed with them."""
+        if policy is not None:
+            self._policies[policy[0]] = (policy[1], self._reactor.seconds())
         self.add_keys([key for outcome in outcomes for key in outcome.keys()], cursor)
 
     def add_keys(self, keys: Iterable[tuple[str, str, str, str, str]], cursor: tuple[str, str] | None = None) -> None:
@@ -70,14 +75,14 @@ class OutcomeSpool:
         self._pending.update(keys)
         if cursor is not None:
             self._cursors[cursor[0]] = cursor[1]
-        if self._pending_since is None and (self._pending or self._cursors):
+        if self._pending_since is None and (self._pending or self._cursors or self._policies):
             self._pending_since = self._reactor.seconds()
         self._schedule()
 
     def when_committed(self) -> Deferred[None]:
         """Fires once everything added so far is committed; fails if the spool stops without committing it."""
         d: Deferred[None] = Deferred()
-        if self._pending or self._cursors:
+        if self._pending or self._cursors or self._policies:
             self._waiters.append(d)
         elif self._in_flight is not None:
             self._in_flight_waiters.append(d)
@@ -93,15 +98,17 @@ class OutcomeSpool:
 
     def _flush(self) -> None:
         self._timer = None
-        if self._in_flight is not None or not (self._pending or self._cursors):
+        if self._in_flight is not None or not (self._pending or self._cursors or self._policies):
             return
         batch, cursors, since = self._pending, self._cursors, self._pending_since or self._reactor.seconds()
-        self._pending, self._cursors, self._pending_since = Counter(), {}, None
+        policies = self._policies
+        self._pending, self._cursors, self._policies, self._pending_since = Counter(), {}, {}, None
         self._in_flight_waiters, self._waiters = self._waiters, []
         rows: list[OutcomeRow] = [(*key, count) for key, count in batch.items()]
-        d = deferToThreadPool(self._reactor, self._pool, self._writer.add, rows, cursors)
+        d = deferToThreadPool(self._reactor, self._pool, self._writer.add, rows, cursors, policies)
         self._in_flight = d
-        d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch, cursors, since))
+        d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,),
+                       errbackArgs=(batch, cursors, since, policies))
 
     def _committed(self, _: None, batch: Counter) -> None:
         self._in_flight = None
@@ -116,11 +123,13 @@ class OutcomeSpool:
                            sessions=sessions, rows=len(batch), total=self.spooled_sessions)
         self._schedule()
 
-    def _failed(self, failure: Failure, batch: Counter, cursors: dict[str, str], since: float) -> None:
+    def _failed(self, failure: Failure, batch: Counter, cursors: dict[str, str], since: float,
+                policies: dict[str, tuple[str, float]]) -> None:
         self._in_flight = None
         batch.update(self._pending)
         self._pending = batch
         self._cursors = {**cursors, **self._cursors}
+        self._policies = {**policies, **self._policies}
         self._pending_since = since if self._pending_since is None else min(since, self._pending_since)
         self._waiters = self._in_flight_waiters + self._waiters
         self._in_flight_waiters = []
@@ -138,7 +147,7 @@ class OutcomeSpool:
         d = self._in_flight if self._in_flight is not None else succeed(None)
 
         def last(_: object) -> Deferred[None] | None:
-            if self._pending or self._cursors:
+            if self._pending or self._cursors or self._policies:
                 self._flush()
                 return self._in_flight
             return None

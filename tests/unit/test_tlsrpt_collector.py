@@ -169,7 +169,7 @@ class RecordingWriter:
         self.clock, self.fail = clock, fail
         self.commits: list[tuple[float, int]] = []   # (clock time, sessions)
 
-    def add(self, rows, cursors) -> None:
+    def add(self, rows, cursors, policies=None) -> None:
         if self.fail:
             self.fail -= 1
             raise OSError("disk full")

@@ -37,7 +37,7 @@ def policy(kind: int = 2, final: int = 0, details: list[dict] = (), **extra) -> 
     # one MX failed, the next one worked: a detail in a successful session
     (datagram([policy(final=0, details=[{"c": 201}])]), [(PolicyType.STS, "a.test", False,
                                                            [ResultType.STARTTLS_NOT_SUPPORTED])]),
-    (datagram([policy(kind=1, **{"policy-domain": "mx.a.test"})]), [(PolicyType.TLSA, "mx.a.test", False, [])]),
+    (datagram([policy(kind=1)]), [(PolicyType.TLSA, "a.test", False, [])]),
     (datagram([policy(kind=9)]), [(PolicyType.NO_POLICY_FOUND, "a.test", False, [])]),
     (datagram([{"policy-type": 9, "f": 0}]), [(PolicyType.NO_POLICY_FOUND, "a.test", False, [])]),  # defaults
     (datagram([policy(), policy(kind=1, final=1, details=[{"c": 305}])]),
@@ -49,6 +49,17 @@ def test_datagram_outcomes(data, expected):
     assert [(o.policy.type, o.policy.domain, o.failed, [f.result_type for f in o.failures]) for o in outcomes] \
         == expected
     assert all(o.report_domain == "a.test" and o.at == 1000.0 for o in outcomes)
+
+
+def test_dane_under_the_mx_host_goes_both_ways():
+    """Postfix >= 3.10 names the TLSA base domain (the MX host) as policy-domain: the recipient domain's
+    report gets the session with policy-domain = the recipient, the MX host's own report with its name."""
+    data = datagram([policy(kind=1, final=1, details=[{"c": 203, "n": "mx.a.test"}],
+                            **{"policy-domain": "mx.a.test", "policy-string": ["3 1 1 abcd"], "mx-host": []})])
+    outcomes = parse_datagram(data, 0.0)
+    assert [(o.report_domain, o.policy.domain, o.policy.strings, o.failed) for o in outcomes] == [
+        ("a.test", "a.test", ("3 1 1 abcd",), True), ("mx.a.test", "mx.a.test", ("3 1 1 abcd",), True)]
+    assert all(o.policy.type is PolicyType.TLSA and o.failures == outcomes[0].failures for o in outcomes)
 
 
 def test_datagram_detail_fields_are_copied():

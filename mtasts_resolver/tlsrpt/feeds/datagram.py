@@ -27,6 +27,7 @@ the spool's commit fail for every other outcome of its batch).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from mtasts_resolver.policy.keys import KeyKind, parse_key
@@ -81,7 +82,25 @@ def parse_datagram(data: bytes, now: float) -> list[Outcome]:
     policies = message.get("policies")
     if not isinstance(policies, list) or not policies:
         raise DatagramError("no policies")
-    return [_outcome(policy, domain, now) for policy in policies]
+    return [outcome for policy in policies for outcome in _outcomes(policy, domain, now)]
+
+
+def _outcomes(policy: Any, domain: str, now: float) -> list[Outcome]:
+    """One outcome for the recipient domain's report; a DANE policy whose policy-domain is the MX host
+    (the TLSA base domain, as Postfix >= 3.10 names it) also gives one for the MX host's own report.
+
+    Both ways (RFC 8460 §1.3, mox's "host TLSRPT"): the recipient domain's
+    report carries the session under ``tlsa`` with policy-domain = the
+    recipient domain, and the MX host's report (sent only if it publishes
+    ``_smtp._tls``) carries it with policy-domain = the MX host.  So such a
+    session is counted once in each of the two reports, never twice in one.
+    """
+    outcome = _outcome(policy, domain, now)
+    base = outcome.policy.domain
+    if outcome.policy.type is not PolicyType.TLSA or base == domain:
+        return [outcome]
+    recipient = replace(outcome, policy=replace(outcome.policy, domain=domain))
+    return [recipient, replace(outcome, report_domain=base)]
 
 
 def _outcome(policy: Any, domain: str, now: float) -> Outcome:

@@ -86,8 +86,9 @@ def event_outcomes(event: dict[str, str], now: float, policy_for: PolicyFor,
     if event["report"] == "1" or key.kind is not KeyKind.DOMAIN:
         return []
     name, data, domain = event["event"], event["data"], key.domain
-    dane = event["dane"] == "yes"
-    policy = ReportPolicy(PolicyType.TLSA, domain) if dane or name == "dane:fail" else policy_for(domain)
+    policy = policy_for(domain)
+    if (event["dane"] == "yes" or name == "dane:fail") and policy.type is not PolicyType.TLSA:
+        policy = ReportPolicy(PolicyType.TLSA, domain)   # Exim used DANE; the records are unknown here
     if name == "msg:delivery":
         return [Outcome(now, domain, policy)] if event["cipher"] else []
     if name == "tls:fail:connect":
@@ -149,8 +150,9 @@ class EximLogCorrelator:
             return []
         now = line_time(line, now)   # dated by the line's own timestamp
         cv = _CV.search(rest)
-        policy = (ReportPolicy(PolicyType.TLSA, key.domain) if cv and cv["cv"] == "dane"
-                  else self._policy_for(key.domain))
+        policy = self._policy_for(key.domain)
+        if cv and cv["cv"] == "dane" and policy.type is not PolicyType.TLSA:
+            policy = ReportPolicy(PolicyType.TLSA, key.domain)
         if flag in ("=>", "->"):
             return [Outcome(now, key.domain, policy)] if _CIPHER.search(rest) else []
         text = rest[host.end():].removeprefix(":").strip()

@@ -12,7 +12,11 @@ an MX host whose TLSA RRset has no usable record is ``tlsa-invalid``, with
 the records as policy-string and the TLSA base as policy-domain.
 
 Successful resolutions are not sessions and are not counted: the MTA's
-feeds count the sessions.
+feeds count the sessions.  Every resolution (in every worker) records the
+policy now in force for its domain in the store (:func:`policy_in_force`):
+``tlsa`` with the TLSA records when DANE applies, else the MTA-STS policy
+applied, else ``no-policy-found``; the log and event feeds, which see only
+sessions, report each under it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from typing import Protocol
 
 from mtasts_resolver.policy.dane import DaneOutcome, DaneResult, HostStatus
 from mtasts_resolver.policy.model import CachedPolicy, NoStsTxt, StsFailure, StsPolicy, StsTxt
-from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType, sts_report_policy
+from mtasts_resolver.policy.model import Mode
+from mtasts_resolver.tlsrpt.model import (FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType, canonical_json,
+                                          sts_report_policy)
 
 
 MAX_REASON_CHARS = 256
@@ -77,10 +83,23 @@ def _dane_outcomes(resolution: Resolution, now: float) -> list[Outcome]:
     return outcomes
 
 
-def resolution_sink(add: Callable[[list[Outcome]], None], clock: Callable[[], float]) -> Callable[[Resolution], None]:
-    """The ``on_resolution`` hook: outcomes to ``add`` (the spool), never raising into the service."""
+def policy_in_force(resolution: Resolution) -> ReportPolicy:
+    """The policy the daemon applies to the domain after ``resolution``, in RFC 8460 form."""
+    dane, domain = resolution.dane, resolution.domain
+    if dane is not None and dane.applies:
+        records = dict.fromkeys(str(r) for host in dane.hosts if host.dane for r in host.tlsa)
+        return ReportPolicy(PolicyType.TLSA, domain, tuple(records))
+    cached = resolution.policy
+    if cached is not None and cached.policy.mode is not Mode.NONE:
+        return sts_report_policy(domain, cached.policy)
+    return ReportPolicy(PolicyType.NO_POLICY_FOUND, domain)
+
+
+def resolution_sink(add: Callable[..., None], clock: Callable[[], float]) -> Callable[[Resolution], None]:
+    """The ``on_resolution`` hook: outcomes and the policy in force to ``add`` (the spool's), never raising
+    into the service."""
     def on_resolution(resolution: Resolution) -> None:
         outcomes = resolution_outcomes(resolution, clock())
-        if outcomes:
-            add(outcomes)
+        in_force = canonical_json(policy_in_force(resolution).to_json())
+        add(outcomes, policy=(resolution.domain, in_force))
     return on_resolution

@@ -20,7 +20,8 @@ from mtasts_resolver.policy.model import CachedPolicy, Mode
 from mtasts_resolver.tlsrpt.feeds.collector import DatagramCollector
 from mtasts_resolver.tlsrpt.feeds.exim_events import EximEventFactory, EximLogCorrelator
 from mtasts_resolver.tlsrpt.feeds.logfollow import FileFollower, JournalFollower
-from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, sts_report_policy
+from mtasts_resolver.store import StoreError
+from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, report_policy_from_json, sts_report_policy
 from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
 from mtasts_resolver.tlsrpt.feeds.sourceip import RouteSource
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
@@ -28,6 +29,31 @@ from mtasts_resolver.tlsrpt.spool import OutcomeSpool
 POSTFIX_FEED = "postfix-log"
 EXIM_FEED = "exim-log"
 JOURNAL = "journal"
+POLICY_MEMO_S = 1.0          # how long a feed trusts the policy it read from the store
+POLICY_MEMO_ENTRIES = 10000
+
+
+def stored_policy_lookup(read: Callable[[str], str | None], fallback: Callable[[str], ReportPolicy],
+                         clock: Callable[[], float]) -> Callable[[str], ReportPolicy]:
+    """The policy in force as the store has it (written by whichever worker resolved the domain, DANE or
+    MTA-STS), else ``fallback``; remembered for ``POLICY_MEMO_S`` so a burst of log lines reads it once."""
+    memo: dict[str, tuple[float, ReportPolicy]] = {}
+
+    def policy_for(domain: str) -> ReportPolicy:
+        now = clock()
+        hit = memo.get(domain)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            text = read(domain)
+        except StoreError:
+            text = None
+        policy = (report_policy_from_json(text) if text is not None else None) or fallback(domain)
+        if len(memo) >= POLICY_MEMO_ENTRIES:
+            memo.clear()
+        memo[domain] = (now + POLICY_MEMO_S, policy)
+        return policy
+    return policy_for
 
 
 def policy_lookup(cached_policy: Callable[[str], CachedPolicy | None]) -> Callable[[str], ReportPolicy]:
@@ -87,6 +113,8 @@ class _UnixStreamService(Service):
 def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
                   policy_for: Callable[[str], ReportPolicy]) -> list[Service]:
     services: list[Service] = []
+    if hasattr(store, "policy_in_force"):
+        policy_for = stored_policy_lookup(store.policy_in_force, policy_for, reactor.seconds)
     ip = RouteSource(settings.sending_mta_ip)   # configured, else the kernel's route source per receiving IP
     if settings.collector_socket:
         services.append(DatagramCollector(reactor, spool, settings.collector_spec, settings.collector_rcvbuf_bytes))

@@ -1,0 +1,99 @@
+"""The policy in force, shared through the store: every resolution records it (DANE as ``tlsa`` with its
+TLSA records, MTA-STS with its lines), and a feed in another process reports sessions under it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from twisted.internet.task import Clock
+
+from mtasts_resolver.policy.dane import DaneOutcome, DaneResult, HostResult, HostStatus, TlsaRecord
+from mtasts_resolver.policy.model import CachedPolicy, Mode, StsPolicy
+from mtasts_resolver.store.sqlite import SqliteStore
+from mtasts_resolver.tlsrpt.feeds.exim_events import event_outcomes, parse_event
+from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
+from mtasts_resolver.tlsrpt.feeds.resolution import policy_in_force, resolution_sink
+from mtasts_resolver.tlsrpt.feeds.services import POLICY_MEMO_S, stored_policy_lookup
+from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, canonical_json
+
+TLSA = TlsaRecord(3, 1, 1, bytes.fromhex("ab" * 32))
+STS = StsPolicy(Mode.ENFORCE, ("mx.a.test",), 86400, ("version: STSv1", "mode: enforce", "mx: mx.a.test",
+                                                       "max_age: 86400"))
+
+
+@dataclass(frozen=True)
+class FakeResolution:
+    domain: str
+    txt: object = None
+    fetched: object = None
+    policy: CachedPolicy | None = None
+    dane: DaneResult | None = None
+
+
+def dane(outcome: DaneOutcome, *hosts: HostResult) -> DaneResult:
+    return DaneResult(outcome, "test", hosts=hosts)
+
+
+USABLE = HostResult("mx.a.test", HostStatus.USABLE, "ok", tlsa_base="mx.a.test", tlsa=(TLSA,))
+OTHER = HostResult("mx2.a.test", HostStatus.USABLE, "ok", tlsa_base="mx2.a.test", tlsa=(TLSA,))
+NO_TLSA = HostResult("mx3.a.test", HostStatus.NO_TLSA, "none")
+
+
+@pytest.mark.parametrize("resolution, expected", [
+    (FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, USABLE, OTHER, NO_TLSA)),
+     ReportPolicy(PolicyType.TLSA, "a.test", (str(TLSA),))),             # records once, from every DANE host
+    (FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, USABLE), policy=CachedPolicy("a.test", "1", STS, 0)),
+     ReportPolicy(PolicyType.TLSA, "a.test", (str(TLSA),))),             # DANE wins over MTA-STS (RFC 8461 §2)
+    (FakeResolution("a.test", dane=dane(DaneOutcome.ABSENT), policy=CachedPolicy("a.test", "1", STS, 0)),
+     ReportPolicy(PolicyType.STS, "a.test", STS.lines, STS.mx)),
+    (FakeResolution("a.test", policy=CachedPolicy("a.test", "1", StsPolicy(Mode.NONE, (), 60, ("mode: none",)), 0)),
+     ReportPolicy(PolicyType.NO_POLICY_FOUND, "a.test")),
+    (FakeResolution("a.test"), ReportPolicy(PolicyType.NO_POLICY_FOUND, "a.test")),
+])
+def test_policy_in_force(resolution, expected):
+    assert policy_in_force(resolution) == expected
+
+
+def test_every_resolution_goes_to_the_spool_with_its_policy():
+    calls = []
+    sink = resolution_sink(lambda outcomes, policy=None: calls.append((outcomes, policy)), lambda: 5.0)
+    sink(FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, USABLE)))
+    [(outcomes, (domain, text))] = calls
+    assert outcomes == [] and domain == "a.test"
+    assert text == canonical_json(ReportPolicy(PolicyType.TLSA, "a.test", (str(TLSA),)).to_json())
+
+
+def test_a_feed_reads_what_another_worker_wrote(tmp_path):
+    path = tmp_path / "cache.sqlite3"
+    worker, feed_side = SqliteStore(path), SqliteStore(path)
+    try:
+        in_force = ReportPolicy(PolicyType.TLSA, "a.test", (str(TLSA),))
+        writer = worker.outcome_writer()
+        writer.add([], {}, {"a.test": (canonical_json(in_force.to_json()), 1.0)})
+        writer.close()
+        clock = Clock()
+        fallback = lambda domain: ReportPolicy(PolicyType.NO_POLICY_FOUND, domain)   # noqa: E731
+        policy_for = stored_policy_lookup(feed_side.policy_in_force, fallback, clock.seconds)
+        assert policy_for("a.test") == in_force
+        assert policy_for("b.test") == fallback("b.test")
+        # A DANE domain's session failing STARTTLS is reported under tlsa, not "no policy".
+        correlator = PostfixLogCorrelator(policy_for)
+        [outcome] = correlator.feed("postfix/smtp[1]: Q1: to=<u@a.test>, relay=mx.a.test[192.0.2.1]:25, delay=1, "
+                                    "dsn=4.7.4, status=deferred (TLS is required, but was not offered by host)", 0.0)
+        assert outcome.policy == in_force
+        # Exim's dane=yes keeps the records it learnt from the store.
+        event = parse_event("tlsrpt-v1 event=msg:delivery domain=a.test host=mx.a.test ip=192.0.2.1 cipher=TLS1.3 "
+                            "cv=dane dane=yes report=0 data=")
+        assert event_outcomes(event, 0.0, policy_for)[0].policy == in_force
+        # A newer policy is seen once the memo expires.
+        newer = ReportPolicy(PolicyType.STS, "a.test", STS.lines, STS.mx)
+        writer = worker.outcome_writer()
+        writer.add([], {}, {"a.test": (canonical_json(newer.to_json()), 2.0)})
+        writer.close()
+        assert policy_for("a.test") == in_force
+        clock.advance(POLICY_MEMO_S)
+        assert policy_for("a.test") == newer
+    finally:
+        worker.close()
+        feed_side.close()
