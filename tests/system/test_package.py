@@ -2,11 +2,12 @@
 
 ``packaging/build-deb`` builds the .deb from HEAD; ``apt-get install
 ./pkg.deb`` installs it with Debian's python3-* dependencies (Twisted 22.4,
-dnspython 2.3, ...) and must leave Postfix installed.  There is no systemd
-in the container, so the installed unit is read and its ExecStartPre= /
-ExecStart= command lines are run the way systemd would: as its User=, with
-its StateDirectory= / RuntimeDirectory= created and exported, a real
-NOTIFY_SOCKET, and the packaged /etc/mtasts-resolver/config.toml untouched.
+dnspython 2.3, ...) and must leave Postfix installed.  The host runs no
+systemd (test_booted.py boots one in a container), so the installed unit
+is read and its ExecStartPre= / ExecStart= command lines are run the way
+systemd would: as its User=, with its StateDirectory= / RuntimeDirectory=
+created and exported, a real NOTIFY_SOCKET, and the packaged
+/etc/mtasts-resolver/config.toml untouched.
 The machine around it is what changes: in a private mount namespace,
 /etc/resolv.conf names the world's validating resolver and the system CA
 bundle is the test CA, so the untouched config resolves the world's
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.world.daemon import REPO
+from tests.world.debian import built_deb
 from tests.world import Route
 from tests.world.policy_server import sts_policy
 from tests.world.postfix import postmap
@@ -63,13 +64,8 @@ def _apt(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
-    build = subprocess.run([str(REPO / "packaging" / "build-deb"), str(out)], capture_output=True, text=True,
-                           timeout=900, cwd=REPO)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    (package,) = out.glob(f"{PACKAGE}_*_all.deb")
-    return package
+def deb() -> Path:
+    return built_deb()   # once per session: the booted-system tests install the same file
 
 
 @pytest.fixture(scope="module")
