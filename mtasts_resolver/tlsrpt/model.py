@@ -121,6 +121,19 @@ class Outcome:
         return keys
 
 
+#: Store key of an MX host's own DANE policy (a ':' cannot occur in a domain, so no recipient domain collides).
+HOST_POLICY_PREFIX = "mx:"
+
+
+def with_host_report(outcome: Outcome, host_policy: ReportPolicy | None) -> list[Outcome]:
+    """``outcome``, and when DANE applied to the MX host under its own TLSA base domain, the same session
+    for that host's own report (RFC 8460 §1.3; sent only if the host publishes ``_smtp._tls``)."""
+    if (outcome.policy.type is not PolicyType.TLSA or host_policy is None or host_policy.type is not PolicyType.TLSA
+            or host_policy.domain == outcome.report_domain):
+        return [outcome]
+    return [outcome, Outcome(outcome.at, host_policy.domain, host_policy, outcome.failures, outcome.failed)]
+
+
 def report_policy_from_json(text: str) -> ReportPolicy | None:
     """A :meth:`ReportPolicy.to_json` object read back (from the store), None if it is not one."""
     try:

@@ -63,11 +63,11 @@ class OutcomeSpool:
         return _sessions(self._pending)
 
     def add(self, outcomes: Iterable[Outcome], cursor: tuple[str, str] | None = None,
-            policy: tuple[str, str] | None = None) -> None:
-        """Count ``outcomes``; ``cursor`` (feed, position) and ``policy`` (domain, the policy JSON in force
-        now) are committed with them."""
-        if policy is not None:
-            self._policies[policy[0]] = (policy[1], self._reactor.seconds())
+            policies: Iterable[tuple[str, str]] = ()) -> None:
+        """Count ``outcomes``; ``cursor`` (feed, position) and ``policies`` ((domain, the policy JSON in force
+        now), ...) are committed with them."""
+        for domain, policy in policies:
+            self._policies[domain] = (policy, self._reactor.seconds())
         self.add_keys([key for outcome in outcomes for key in outcome.keys()], cursor)
 
     def add_keys(self, keys: Iterable[tuple[str, str, str, str, str]], cursor: tuple[str, str] | None = None) -> None:

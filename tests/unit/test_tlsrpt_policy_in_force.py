@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from mtasts_resolver.policy.dane import DaneOutcome, DaneResult, HostResult, HostStatus, TlsaRecord
 from mtasts_resolver.policy.model import CachedPolicy, Mode, StsPolicy
 from mtasts_resolver.store.sqlite import SqliteStore
-from mtasts_resolver.tlsrpt.feeds.exim_events import event_outcomes, parse_event
+from mtasts_resolver.tlsrpt.feeds.exim_events import EximLogCorrelator, event_outcomes, parse_event
 from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
 from mtasts_resolver.tlsrpt.feeds.resolution import policy_in_force, resolution_sink
 from mtasts_resolver.tlsrpt.feeds.services import POLICY_MEMO_S, stored_policy_lookup
@@ -55,13 +55,36 @@ def test_policy_in_force(resolution, expected):
     assert policy_in_force(resolution) == expected
 
 
-def test_every_resolution_goes_to_the_spool_with_its_policy():
+def test_every_resolution_goes_to_the_spool_with_its_policies():
     calls = []
-    sink = resolution_sink(lambda outcomes, policy=None: calls.append((outcomes, policy)), lambda: 5.0)
-    sink(FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, USABLE)))
-    [(outcomes, (domain, text))] = calls
-    assert outcomes == [] and domain == "a.test"
-    assert text == canonical_json(ReportPolicy(PolicyType.TLSA, "a.test", (str(TLSA),)).to_json())
+    sink = resolution_sink(lambda outcomes, policies=(): calls.append((outcomes, policies)), lambda: 5.0)
+    sink(FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, USABLE, NO_TLSA)))
+    [(outcomes, policies)] = calls
+    assert outcomes == []
+    assert policies == [
+        ("a.test", canonical_json(ReportPolicy(PolicyType.TLSA, "a.test", (str(TLSA),)).to_json())),
+        ("mx:mx.a.test", canonical_json(ReportPolicy(PolicyType.TLSA, "mx.a.test", (str(TLSA),)).to_json()))]
+    sink(FakeResolution("b.test"))
+    assert calls[-1][1] == [("b.test", canonical_json(ReportPolicy(PolicyType.NO_POLICY_FOUND, "b.test").to_json()))]
+
+
+def test_a_dane_session_counts_in_the_mx_hosts_own_report_too():
+    domain_policy = ReportPolicy(PolicyType.TLSA, "a.test", (str(TLSA),))
+    host_policy = ReportPolicy(PolicyType.TLSA, "mx.a.test", (str(TLSA),))
+    hosts = {"mx.a.test": host_policy}
+    postfix = PostfixLogCorrelator(lambda d: domain_policy, "", hosts.get)
+    outcomes = postfix.feed("postfix/smtp[1]: Q1: to=<u@a.test>, relay=mx.a.test[192.0.2.1]:25, delay=1, "
+                            "dsn=4.7.4, status=deferred (TLS is required, but was not offered by host)", 0.0)
+    assert [(o.report_domain, o.policy) for o in outcomes] == [("a.test", domain_policy), ("mx.a.test", host_policy)]
+    assert outcomes[0].failures == outcomes[1].failures
+    exim = EximLogCorrelator(lambda d: domain_policy, "", hosts.get)
+    outcomes = exim.feed("2026-03-01 10:00:00 1rXyZw-000456-CD => u@a.test R=dnslookup T=remote_smtp H=mx.a.test "
+                         "[192.0.2.1] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane", 0.0)
+    assert [o.report_domain for o in outcomes] == ["a.test", "mx.a.test"]
+    # an MX host without DANE of its own, or an MTA-STS domain: one report only
+    assert len(PostfixLogCorrelator(lambda d: domain_policy, "", {}.get).feed(
+        "postfix/smtp[1]: Q2: to=<u@a.test>, relay=mx9.a.test[192.0.2.9]:25, delay=1, dsn=4.7.4, "
+        "status=deferred (TLS is required, but was not offered by host)", 0.0)) == 1
 
 
 def test_a_feed_reads_what_another_worker_wrote(tmp_path):

@@ -46,7 +46,8 @@ from zope.interface import implementer
 from mtasts_resolver.policy.keys import KeyKind, parse_key
 from mtasts_resolver.tlsrpt.feeds.logtime import line_time
 from mtasts_resolver.tlsrpt.feeds.sourceip import SourceFor, source_for
-from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType
+from mtasts_resolver.tlsrpt.model import (FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType,
+                                          with_host_report)
 from mtasts_resolver.tlsrpt.feeds.postfix_log import REPORT_MESSAGE_ID_MARKER, verify_result_type
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
 
@@ -129,8 +130,10 @@ def _result_type(name: str) -> ResultType:
 class EximLogCorrelator:
     """Exim main log lines to outcomes (one per delivery or TLS-related defer)."""
 
-    def __init__(self, policy_for: PolicyFor, sending_mta_ip: str | SourceFor = "") -> None:
+    def __init__(self, policy_for: PolicyFor, sending_mta_ip: str | SourceFor = "",
+                 host_policy_for: Callable[[str], ReportPolicy | None] = lambda host: None) -> None:
         self._policy_for = policy_for
+        self._host_policy_for = host_policy_for
         self._source_for = source_for(sending_mta_ip)
         self._report_mail: set[str] = set()
 
@@ -153,15 +156,16 @@ class EximLogCorrelator:
         policy = self._policy_for(key.domain)
         if cv and cv["cv"] == "dane" and policy.type is not PolicyType.TLSA:
             policy = ReportPolicy(PolicyType.TLSA, key.domain)
+        host_policy = self._host_policy_for(host["host"])
         if flag in ("=>", "->"):
-            return [Outcome(now, key.domain, policy)] if _CIPHER.search(rest) else []
+            return with_host_report(Outcome(now, key.domain, policy), host_policy) if _CIPHER.search(rest) else []
         text = rest[host.end():].removeprefix(":").strip()
         result = _defer_result(text)
         if result is None:
             return []  # a defer that is not about TLS
         detail = FailureDetail(result, sending_mta_ip=self._source_for(host["ip"]), receiving_mx_hostname=host["host"],
                                receiving_ip=host["ip"], failure_reason_code=text[:256])
-        return [Outcome(now, key.domain, policy, (detail,))]
+        return with_host_report(Outcome(now, key.domain, policy, (detail,)), host_policy)
 
 
 @implementer(IHalfCloseableProtocol)

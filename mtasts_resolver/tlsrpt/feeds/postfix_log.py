@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from mtasts_resolver.policy.keys import KeyKind, parse_key
 from mtasts_resolver.tlsrpt.feeds.logtime import line_time
 from mtasts_resolver.tlsrpt.feeds.sourceip import SourceFor, source_for
-from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType
+from mtasts_resolver.tlsrpt.model import (FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType,
+                                          with_host_report)
 
 REPORT_MESSAGE_ID_MARKER = ".tlsrpt@"  # every report's Message-ID has it (see report.py)
 
@@ -93,8 +94,10 @@ class _Session:
 class PostfixLogCorrelator:
     """Feed it log lines in order; it returns the outcomes they complete."""
 
-    def __init__(self, policy_for: Callable[[str], ReportPolicy], sending_mta_ip: str | SourceFor = "") -> None:
+    def __init__(self, policy_for: Callable[[str], ReportPolicy], sending_mta_ip: str | SourceFor = "",
+                 host_policy_for: Callable[[str], ReportPolicy | None] = lambda host: None) -> None:
         self._policy_for = policy_for
+        self._host_policy_for = host_policy_for
         self._source_for = source_for(sending_mta_ip)
         self._sessions: dict[str, _Session] = {}
         self._counted: dict[str, tuple[str, str]] = {}   # pid -> (qid, relay) already counted
@@ -150,7 +153,7 @@ class PostfixLogCorrelator:
         failures = () if failure is None else (FailureDetail(
             failure[0], sending_mta_ip=self._source_for(found["ip"]), receiving_mx_hostname=found["host"],
             receiving_ip=found["ip"], failure_reason_code=failure[1]),)
-        return [Outcome(now, key.domain, policy, failures)]
+        return with_host_report(Outcome(now, key.domain, policy, failures), self._host_policy_for(found["host"]))
 
     def _failure(self, text: str, session: _Session | None,
                  policy: ReportPolicy) -> tuple[ResultType, str] | None:

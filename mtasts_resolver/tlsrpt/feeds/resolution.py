@@ -15,8 +15,10 @@ Successful resolutions are not sessions and are not counted: the MTA's
 feeds count the sessions.  Every resolution (in every worker) records the
 policy now in force for its domain in the store (:func:`policy_in_force`):
 ``tlsa`` with the TLSA records when DANE applies, else the MTA-STS policy
-applied, else ``no-policy-found``; the log and event feeds, which see only
-sessions, report each under it.
+applied, else ``no-policy-found``; and for each MX host DANE applied to,
+the host's own ``tlsa`` policy (policy-domain = its TLSA base) under
+``mx:HOST``.  The log feeds, which see only sessions, report each under
+the domain's policy, and a DANE session once more in the host's report.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from typing import Protocol
 from mtasts_resolver.policy.dane import DaneOutcome, DaneResult, HostStatus
 from mtasts_resolver.policy.model import CachedPolicy, NoStsTxt, StsFailure, StsPolicy, StsTxt
 from mtasts_resolver.policy.model import Mode
-from mtasts_resolver.tlsrpt.model import (FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType, canonical_json,
-                                          sts_report_policy)
+from mtasts_resolver.tlsrpt.model import (HOST_POLICY_PREFIX, FailureDetail, Outcome, PolicyType, ReportPolicy,
+                                          ResultType, canonical_json, sts_report_policy)
 
 
 MAX_REASON_CHARS = 256
@@ -100,6 +102,10 @@ def resolution_sink(add: Callable[..., None], clock: Callable[[], float]) -> Cal
     into the service."""
     def on_resolution(resolution: Resolution) -> None:
         outcomes = resolution_outcomes(resolution, clock())
-        in_force = canonical_json(policy_in_force(resolution).to_json())
-        add(outcomes, policy=(resolution.domain, in_force))
+        policies = [(resolution.domain, policy_in_force(resolution))]
+        if resolution.dane is not None and resolution.dane.applies:
+            policies += [(HOST_POLICY_PREFIX + host.name, ReportPolicy(PolicyType.TLSA, host.tlsa_base or host.name,
+                                                                        tuple(str(r) for r in host.tlsa)))
+                         for host in resolution.dane.hosts if host.dane]
+        add(outcomes, policies=[(key, canonical_json(policy.to_json())) for key, policy in policies])
     return on_resolution

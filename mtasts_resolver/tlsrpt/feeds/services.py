@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IListeningPort
@@ -21,7 +22,8 @@ from mtasts_resolver.tlsrpt.feeds.collector import DatagramCollector
 from mtasts_resolver.tlsrpt.feeds.exim_events import EximEventFactory, EximLogCorrelator
 from mtasts_resolver.tlsrpt.feeds.logfollow import FileFollower, JournalFollower
 from mtasts_resolver.store import StoreError
-from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, report_policy_from_json, sts_report_policy
+from mtasts_resolver.tlsrpt.model import (HOST_POLICY_PREFIX, PolicyType, ReportPolicy, report_policy_from_json,
+                                          sts_report_policy)
 from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
 from mtasts_resolver.tlsrpt.feeds.sourceip import RouteSource
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
@@ -32,14 +34,16 @@ JOURNAL = "journal"
 POLICY_MEMO_S = 1.0          # how long a feed trusts the policy it read from the store
 POLICY_MEMO_ENTRIES = 10000
 
+_P = TypeVar("_P")
 
-def stored_policy_lookup(read: Callable[[str], str | None], fallback: Callable[[str], ReportPolicy],
-                         clock: Callable[[], float]) -> Callable[[str], ReportPolicy]:
+
+def stored_policy_lookup(read: Callable[[str], str | None], fallback: Callable[[str], _P],
+                         clock: Callable[[], float]) -> Callable[[str], ReportPolicy | _P]:
     """The policy in force as the store has it (written by whichever worker resolved the domain, DANE or
     MTA-STS), else ``fallback``; remembered for ``POLICY_MEMO_S`` so a burst of log lines reads it once."""
-    memo: dict[str, tuple[float, ReportPolicy]] = {}
+    memo: dict[str, tuple[float, ReportPolicy | _P]] = {}
 
-    def policy_for(domain: str) -> ReportPolicy:
+    def policy_for(domain: str) -> ReportPolicy | _P:
         now = clock()
         hit = memo.get(domain)
         if hit is not None and hit[0] > now:
@@ -113,13 +117,16 @@ class _UnixStreamService(Service):
 def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
                   policy_for: Callable[[str], ReportPolicy]) -> list[Service]:
     services: list[Service] = []
+    host_policy_for: Callable[[str], ReportPolicy | None] = lambda host: None
     if hasattr(store, "policy_in_force"):
         policy_for = stored_policy_lookup(store.policy_in_force, policy_for, reactor.seconds)
+        stored = stored_policy_lookup(store.policy_in_force, lambda key: None, reactor.seconds)
+        host_policy_for = lambda host: stored(HOST_POLICY_PREFIX + host)   # noqa: E731
     ip = RouteSource(settings.sending_mta_ip)   # configured, else the kernel's route source per receiving IP
     if settings.collector_socket:
         services.append(DatagramCollector(reactor, spool, settings.collector_spec, settings.collector_rcvbuf_bytes))
     if settings.postfix_log:
-        postfix = PostfixLogCorrelator(policy_for, ip)
+        postfix = PostfixLogCorrelator(policy_for, ip, host_policy_for)
         if settings.postfix_log == JOURNAL:
             services.append(JournalService(reactor, JournalFollower(reactor, spool, POSTFIX_FEED, postfix.feed),
                                            store.feed_cursor(POSTFIX_FEED)))
@@ -128,7 +135,7 @@ def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
                                          settings.log_poll_interval_s, store.feed_cursor(POSTFIX_FEED)))
     if settings.exim_log:
         services.append(FileFollower(reactor, spool, EXIM_FEED, settings.exim_log,
-                                     EximLogCorrelator(policy_for, ip).feed, settings.log_poll_interval_s,
+                                     EximLogCorrelator(policy_for, ip, host_policy_for).feed, settings.log_poll_interval_s,
                                      store.feed_cursor(EXIM_FEED)))
     if settings.exim_event_socket:
         services.append(_UnixStreamService(reactor, settings.exim_event_spec,
