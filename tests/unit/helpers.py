@@ -85,7 +85,7 @@ class FakeService:
     key) for the test to fire when it wants the answer to arrive.
     """
 
-    def __init__(self, answers: Mapping[tuple[str, str], Answer], slow: Iterable[str] = ()) -> None:
+    def __init__(self, answers: Mapping[tuple[str, str], Answer | Deferred[Answer]], slow: Iterable[str] = ()) -> None:
         self.answers = dict(answers)
         self.slow = set(slow)
         self.calls: list[tuple[str, str]] = []

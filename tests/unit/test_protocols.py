@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -21,7 +20,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from mtasts_resolver.config import DaemonConfig, ListenConfig
-from mtasts_resolver.lookup import NOT_FOUND, Answer, AnswerKind
+from mtasts_resolver.lookup import Answer, AnswerKind
 from mtasts_resolver.protocols import (
     DEFAULT_IDLE_TIMEOUT_S,
     SOCKETMAP_MAX_REQUEST,
@@ -35,6 +34,8 @@ from mtasts_resolver.protocols import (
 )
 from mtasts_resolver.protocols._limits import ConnectionBudget, ConnectionLimits
 from mtasts_resolver.protocols._ordered import INPUT_PER_TURN
+from tests.unit.helpers import FakeService
+from tests.world.netstrings import netstring
 
 FOUND, NOTFOUND, TEMP, PERM = (
     AnswerKind.FOUND,
@@ -58,18 +59,6 @@ ANSWERS = {
 
 # None feeds the whole stream in one call; n feeds it n bytes at a time.
 CHUNKINGS = [None, *range(1, 10)]
-
-
-class FakeService:
-    """A LookupService answering from a table; records every lookup."""
-
-    def __init__(self, answers: dict[tuple[str, str], Any] | None = None) -> None:
-        self.answers = dict(ANSWERS if answers is None else answers)
-        self.calls: list[tuple[str, str]] = []
-
-    def lookup(self, map_name: str, key: str) -> Answer | Deferred[Answer]:
-        self.calls.append((map_name, key))
-        return self.answers.get((map_name, key), NOT_FOUND)
 
 
 @dataclass
@@ -101,10 +90,6 @@ def connect(factory: Factory) -> Conn:
     transport = StringTransport()
     proto.makeConnection(transport)
     return Conn(proto, transport, clock)
-
-
-def netstring(payload: bytes) -> bytes:
-    return b"%d:%s," % (len(payload), payload)
 
 
 @pytest.fixture
@@ -266,7 +251,7 @@ def test_failed_lookup_replies_temp_and_logs(kit: Kit, capture_log) -> None:
 
 @each_protocol
 def test_stalled_half_request_is_dropped_after_idle_timeout(kit: Kit) -> None:
-    conn = connect(kit.factory(FakeService(), limits=ConnectionLimits(request_timeout_s=1000)))
+    conn = connect(kit.factory(FakeService(ANSWERS), limits=ConnectionLimits(request_timeout_s=1000)))
     conn.feed(kit.half_request)
 
     conn.clock.advance(DEFAULT_IDLE_TIMEOUT_S - 0.5)
@@ -280,7 +265,7 @@ def test_stalled_half_request_is_dropped_after_idle_timeout(kit: Kit) -> None:
 
 @each_protocol
 def test_idle_timeout_is_configurable(kit: Kit) -> None:
-    conn = connect(kit.factory(FakeService(), idle_timeout_s=5))
+    conn = connect(kit.factory(FakeService(ANSWERS), idle_timeout_s=5))
     conn.clock.advance(4.9)
     assert not conn.transport.disconnecting
     conn.clock.advance(0.1)
@@ -289,7 +274,7 @@ def test_idle_timeout_is_configurable(kit: Kit) -> None:
 
 @each_protocol
 def test_traffic_resets_idle_timeout(kit: Kit) -> None:
-    conn = connect(kit.factory(FakeService(), idle_timeout_s=10, limits=ConnectionLimits(request_timeout_s=1000)))
+    conn = connect(kit.factory(FakeService(ANSWERS), idle_timeout_s=10, limits=ConnectionLimits(request_timeout_s=1000)))
     for byte in kit.request("found.example"):
         conn.clock.advance(9)
         conn.feed(bytes([byte]))
@@ -313,7 +298,7 @@ def test_late_reply_resets_idle_timeout(kit: Kit) -> None:
 
 @each_protocol
 def test_connection_lost_cancels_idle_timer(kit: Kit) -> None:
-    conn = connect(kit.factory(FakeService()))
+    conn = connect(kit.factory(FakeService(ANSWERS)))
     assert len(conn.clock.getDelayedCalls()) == 1
     conn.lose()
     assert conn.clock.getDelayedCalls() == []
@@ -335,7 +320,7 @@ class Hits:
 @each_protocol
 def test_request_must_complete_within_its_deadline_however_slowly_it_trickles(kit: Kit) -> None:
     hits = Hits()
-    conn = connect(kit.factory(FakeService(), limits=ConnectionLimits(request_timeout_s=5), on_limit=hits))
+    conn = connect(kit.factory(FakeService(ANSWERS), limits=ConnectionLimits(request_timeout_s=5), on_limit=hits))
     for byte in kit.half_request[:2]:            # one byte every 2 s: the idle timer never fires
         conn.feed(bytes([byte]))
         conn.clock.advance(2)
@@ -387,7 +372,7 @@ def test_requests_past_max_in_flight_wait_with_reading_paused(kit: Kit, chunk: i
 @each_protocol
 def test_unsent_replies_pause_reading_until_drained(kit: Kit) -> None:
     hits = Hits()
-    conn = connect(kit.factory(FakeService(), on_limit=hits))
+    conn = connect(kit.factory(FakeService(ANSWERS), on_limit=hits))
     producer = conn.transport.producer
     assert producer is not None and conn.transport.streaming
     producer.pauseProducing()                  # what a FileDescriptor does past bufferSize
@@ -431,7 +416,7 @@ def test_the_rest_of_a_read_waits_while_replies_are_unread(kit: Kit) -> None:
 def test_unsent_replies_threshold_is_the_transports_buffer_size() -> None:
     class Transport(StringTransport):
         bufferSize = 65536
-    proto = SocketmapFactory(FakeService(), limits=ConnectionLimits(max_unsent_bytes=1234)).buildProtocol(PEER)
+    proto = SocketmapFactory(FakeService(ANSWERS), limits=ConnectionLimits(max_unsent_bytes=1234)).buildProtocol(PEER)
     transport = Transport()
     proto.makeConnection(transport)
     assert transport.bufferSize == 1234
@@ -439,7 +424,7 @@ def test_unsent_replies_threshold_is_the_transports_buffer_size() -> None:
 
 def test_close_unregisters_the_producer_first() -> None:
     """FileDescriptor.loseConnection waits for a registered producer: it must be gone."""
-    conn = connect(TcpTableFactory(FakeService(), MAP))
+    conn = connect(TcpTableFactory(FakeService(ANSWERS), MAP))
     conn.feed(b"x" * TCP_TABLE_MAX_LINE + b"\n")
     assert conn.transport.disconnecting and conn.transport.producer is None
 
@@ -447,8 +432,8 @@ def test_close_unregisters_the_producer_first() -> None:
 def test_connections_are_capped_per_listener_and_in_total() -> None:
     budget = ConnectionBudget(3)
     hits = Hits()
-    first = SocketmapFactory(FakeService(), limits=ConnectionLimits(max_connections=2), budget=budget, on_limit=hits)
-    second = TcpTableFactory(FakeService(), MAP, budget=budget, on_limit=hits)
+    first = SocketmapFactory(FakeService(ANSWERS), limits=ConnectionLimits(max_connections=2), budget=budget, on_limit=hits)
+    second = TcpTableFactory(FakeService(ANSWERS), MAP, budget=budget, on_limit=hits)
     a, b = connect(first), connect(first)
     assert first.buildProtocol(PEER) is None                       # listener full: closed at once
     c = connect(second)
@@ -503,7 +488,7 @@ socketmap_case = pytest.mark.parametrize(
 @socketmap_case
 @pytest.mark.parametrize("chunk", CHUNKINGS)
 def test_socketmap_replies(request_bytes: bytes, replies: bytes, chunk: int | None) -> None:
-    conn = connect(SocketmapFactory(FakeService()))
+    conn = connect(SocketmapFactory(FakeService(ANSWERS)))
     conn.feed(request_bytes, chunk)
     assert conn.take() == replies
     assert not conn.transport.disconnecting
@@ -511,21 +496,21 @@ def test_socketmap_replies(request_bytes: bytes, replies: bytes, chunk: int | No
 
 @pytest.mark.parametrize("chunk", CHUNKINGS)
 def test_socketmap_pipelined_stream(chunk: int | None) -> None:
-    conn = connect(SocketmapFactory(FakeService()))
+    conn = connect(SocketmapFactory(FakeService(ANSWERS)))
     conn.feed(b"".join(req for _, req, _ in SOCKETMAP_CASES), chunk)
     assert conn.take() == b"".join(rep for _, _, rep in SOCKETMAP_CASES)
     assert not conn.transport.disconnecting
 
 
 def test_socketmap_passes_name_and_key_to_service() -> None:
-    service = FakeService()
+    service = FakeService(ANSWERS)
     conn = connect(SocketmapFactory(service))
     conn.feed(b"19:other found.example,17:tlspolicy odd key,")
     assert service.calls == [("other", "found.example"), (MAP, "odd key")]
 
 
 def test_socketmap_bad_requests_do_not_reach_service() -> None:
-    service = FakeService()
+    service = FakeService(ANSWERS)
     conn = connect(SocketmapFactory(service))
     conn.feed(b"0:,9:tlspolicy,14: found.example,10:tlspolicy ,20:tlspolicy \xff\xfe.example,")
     assert service.calls == []
@@ -546,7 +531,7 @@ def test_socketmap_bad_requests_do_not_reach_service() -> None:
 )
 @pytest.mark.parametrize("chunk", CHUNKINGS)
 def test_socketmap_framing_error_drops_connection(garbage: bytes, chunk: int | None) -> None:
-    conn = connect(SocketmapFactory(FakeService()))
+    conn = connect(SocketmapFactory(FakeService(ANSWERS)))
     conn.feed(b"23:tlspolicy found.example," + garbage + b"23:tlspolicy found.example,", chunk)
     # The reply before the error is sent; nothing after it is parsed.
     assert conn.take() == b"32:OK secure match=mx.found.example,"
@@ -554,7 +539,7 @@ def test_socketmap_framing_error_drops_connection(garbage: bytes, chunk: int | N
 
 
 def test_socketmap_longest_request_is_accepted() -> None:
-    service = FakeService()
+    service = FakeService(ANSWERS)
     conn = connect(SocketmapFactory(service))
     key = "k" * (SOCKETMAP_MAX_REQUEST - len(MAP) - 1)
     conn.feed(netstring(f"{MAP} {key}".encode()))
@@ -565,7 +550,7 @@ def test_socketmap_longest_request_is_accepted() -> None:
 
 def test_socketmap_framing_error_logged_once(capture_log) -> None:
     events = capture_log(SocketmapProtocol)
-    conn = connect(SocketmapFactory(FakeService()))
+    conn = connect(SocketmapFactory(FakeService(ANSWERS)))
     conn.feed(b"5:hello;")
     conn.feed(b"more:garbage")
     warnings = [e for e in events if e["log_level"] is LogLevel.warn]
@@ -630,7 +615,7 @@ tcp_case = pytest.mark.parametrize(
 @tcp_case
 @pytest.mark.parametrize("chunk", CHUNKINGS)
 def test_tcp_replies(request_bytes: bytes, replies: bytes, chunk: int | None) -> None:
-    conn = connect(TcpTableFactory(FakeService(), MAP))
+    conn = connect(TcpTableFactory(FakeService(ANSWERS), MAP))
     conn.feed(request_bytes, chunk)
     assert conn.take() == replies
     assert not conn.transport.disconnecting
@@ -638,21 +623,21 @@ def test_tcp_replies(request_bytes: bytes, replies: bytes, chunk: int | None) ->
 
 @pytest.mark.parametrize("chunk", CHUNKINGS)
 def test_tcp_pipelined_stream(chunk: int | None) -> None:
-    conn = connect(TcpTableFactory(FakeService(), MAP))
+    conn = connect(TcpTableFactory(FakeService(ANSWERS), MAP))
     conn.feed(b"".join(req for _, req, _ in TCP_CASES), chunk)
     assert conn.take() == b"".join(rep for _, _, rep in TCP_CASES)
     assert not conn.transport.disconnecting
 
 
 def test_tcp_uses_listener_map_name_and_decoded_key() -> None:
-    service = FakeService()
+    service = FakeService(ANSWERS)
     conn = connect(TcpTableFactory(service, "sts"))
     conn.feed(b"get b%C3%BCcher.example\nget odd%20key\nget 100%25\n")
     assert service.calls == [("sts", "bücher.example"), ("sts", "odd key"), ("sts", "100%")]
 
 
 def test_tcp_bad_requests_do_not_reach_service() -> None:
-    service = FakeService()
+    service = FakeService(ANSWERS)
     conn = connect(TcpTableFactory(service, MAP))
     conn.feed(b"put k v\ndel k\n\nget\nget a b\nget %zz\nget %FF\n")
     assert service.calls == []
@@ -669,7 +654,7 @@ def test_tcp_bad_requests_do_not_reach_service() -> None:
 )
 @pytest.mark.parametrize("chunk", [None, 1, 7])
 def test_tcp_request_line_limit(data: bytes, dropped: bool, chunk: int | None) -> None:
-    conn = connect(TcpTableFactory(FakeService(), MAP))
+    conn = connect(TcpTableFactory(FakeService(ANSWERS), MAP))
     conn.feed(data, chunk)
     assert conn.transport.disconnecting is dropped
     assert conn.take() == (b"" if dropped else b"500 \n")
@@ -677,7 +662,7 @@ def test_tcp_request_line_limit(data: bytes, dropped: bool, chunk: int | None) -
 
 def test_tcp_request_over_limit_is_logged(capture_log) -> None:
     events = capture_log(TcpTableProtocol)
-    conn = connect(TcpTableFactory(FakeService(), MAP))
+    conn = connect(TcpTableFactory(FakeService(ANSWERS), MAP))
     conn.feed(b"get " + b"k" * TCP_TABLE_MAX_LINE + b"\n")
     assert [e["log_level"] for e in events] == [LogLevel.warn]
 
@@ -740,7 +725,7 @@ def test_decode_tcp(data: bytes, text: str | None) -> None:
 
 
 def test_factories_build_configured_protocols() -> None:
-    service = FakeService()
+    service = FakeService(ANSWERS)
     socketmap = SocketmapFactory(service, idle_timeout_s=7).buildProtocol(PEER)
     tcp = TcpTableFactory(service, "sts", idle_timeout_s=8).buildProtocol(PEER)
     assert isinstance(socketmap, SocketmapProtocol)

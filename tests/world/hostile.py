@@ -22,8 +22,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .addresses import HOSTILE_POLICY_IP
+
+if TYPE_CHECKING:
+    from .daemon import DaemonProcess
 from .pki import TestPKI
 
 _HEAD_OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
