@@ -408,7 +408,7 @@ path = "{tiny_disk / 'cache.sqlite3'}"
 """)
     daemon.start()
     filler = tiny_disk / "filler"
-    with open(filler, "wb") as fill:
+    with open(filler, "wb", buffering=0) as fill:   # unbuffered: close() has nothing left to write on a full disk
         try:
             while True:
                 fill.write(b"\0" * 65536)
