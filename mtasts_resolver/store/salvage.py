@@ -20,7 +20,8 @@ from mtasts_resolver.policy.model import CachedPolicy
 from mtasts_resolver.store.sqlite import SqliteStore, policy_from_row
 
 # The TLS-RPT tables, copied whole (a counter or a delivery state half-copied would mislead the reporter).
-TLSRPT_TABLES = ("tlsrpt_outcome", "tlsrpt_cursor", "tlsrpt_report", "tlsrpt_delivery", "tlsrpt_attempt")
+TLSRPT_TABLES = ("tlsrpt_outcome", "tlsrpt_cursor", "tlsrpt_report", "tlsrpt_delivery", "tlsrpt_attempt",
+                 "tlsrpt_policy")
 # Past a broken page, rowids are probed this far ahead (doubling) before giving up on the rest of the table.
 MAX_SKIP_ROWS = 1 << 24
 _SELECT_AFTER = ("SELECT rowid, CAST(domain AS BLOB), CAST(txt_id AS BLOB), CAST(policy AS BLOB), fetched_at, {checksum} "
@@ -103,7 +104,13 @@ def _copy_tlsrpt(db: sqlite3.Connection, damaged: Path, result: Salvage) -> None
         result.lost.append(("TLS-RPT tables", f"cannot be read: {exc}"))
         return
     try:
+        try:   # a file of an older schema lacks the newer tables: nothing of them to lose
+            present = {row[0] for row in db.execute("SELECT name FROM damaged.sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error:
+            present = set(TLSRPT_TABLES)
         for table in TLSRPT_TABLES:
+            if table not in present:
+                continue
             try:
                 with db:
                     copied = db.execute(f"INSERT OR IGNORE INTO main.{table} SELECT * FROM damaged.{table}").rowcount

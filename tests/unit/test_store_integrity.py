@@ -139,6 +139,8 @@ def test_a_schema_2_file_is_upgraded_and_salvaged_without_checksums(tmp_path):
     db.close()
     result = salvage(path, "STAMP")
     assert result.policies == 3 and result.lost == []
+    assert set(result.tables) == {"tlsrpt_outcome", "tlsrpt_cursor", "tlsrpt_report", "tlsrpt_delivery",
+                                  "tlsrpt_attempt", "tlsrpt_policy"}   # schema 4's table too
     path.unlink()
     result.damaged_copy.rename(path)
     store = SqliteStore(path)                 # upgraded to version 3: its rows load, unchecked
@@ -213,3 +215,13 @@ def test_deleting_a_waiting_policy_drops_it():
     store.save_policy(cached("a.example", time.time()))
     store.delete_policy("a.example")
     assert store.waiting == 0 and Failing.deleted == ["a.example"]
+
+
+def test_salvage_of_an_older_schema_skips_the_tables_it_never_had(tmp_path):
+    path = filled(tmp_path)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DROP TABLE tlsrpt_policy")
+    db.close()
+    result = salvage(path, "STAMP")
+    assert result.policies == 3 and result.lost == [] and "tlsrpt_policy" not in result.tables
