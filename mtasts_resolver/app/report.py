@@ -13,13 +13,13 @@ from mtasts_resolver.net.tls import trust_root
 from mtasts_resolver.store import CannotCreate, StoreError, open_store
 from mtasts_resolver.tlsrpt.report.deliver import HttpsPoster, MailSubmitter
 from mtasts_resolver.tlsrpt.report.dkim import DkimKey
-from mtasts_resolver.tlsrpt.report.reporter import (Deliverers, Reporter, ReporterError, RunLock, RunLocked,
-                                                     check_settings, status_text)
+from mtasts_resolver.tlsrpt.report.reporter import (Deliverers, NotConfigured, Reporter, ReporterError, RunLock,
+                                                     RunLocked, check_settings, status_text)
 
 
 async def report_command(reactor, config: Config, status: bool, days: tuple[str, ...]) -> int:
     """A sysexits status: 75 when a domain or delivery failed this run (tried again at the next one),
-    78 for settings or a --day that cannot work, 74/73 for the spool, 75 too when another run holds the lock."""
+    0 when reporting is not configured at all, 78 for settings only partly there or a --day that cannot work, 74/73 for the spool, 75 too when another run holds the lock."""
     start_logging(config.daemon.log_level)
     try:
         for day in days:
@@ -48,6 +48,9 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
             DkimKey(settings.dkim_selector, settings.submitter_domain, settings.dkim_key_file))
         with RunLock(config.cache_path.parent / "report.lock"):
             problems = await Reporter(reactor, store, dns, settings, deliverers).run(days)
+    except NotConfigured as exc:   # reporting off (the packaged default): nothing to do is no failure
+        print(f"report: {exc}")
+        return OK
     except ReporterError as exc:   # settings that cannot send, or another run holding the lock
         print(f"report: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if isinstance(exc, RunLocked) else EX_CONFIG

@@ -250,10 +250,17 @@ def test_report_with_a_damaged_spool_exits_74(tmp_path, black_hole):
     table("report --status on a damaged cache", result.returncode, 0.0, result.stderr.strip().splitlines()[-1])
 
 
-def test_report_without_settings_exits_78(tmp_path, black_hole):
+def test_report_not_configured_at_all_exits_0(tmp_path, black_hole):
+    """The packaged default: the daily timer must not fail until an admin sets up [tlsrpt]."""
     daemon = daemon_with(tmp_path, black_hole)
     result = cli(daemon, "report")
-    assert result.returncode == EX_CONFIG and "[tlsrpt] needs" in result.stderr
+    assert result.returncode == 0 and "TLS-RPT reporting is not configured" in result.stdout, result
+
+
+def test_report_with_settings_only_partly_there_exits_78(tmp_path, black_hole):
+    daemon = daemon_with(tmp_path, black_hole, '[tlsrpt]\norganization_name = "Example"\n')
+    result = cli(daemon, "report")
+    assert result.returncode == EX_CONFIG and "[tlsrpt] needs contact_info" in result.stderr, result
 
 
 # -- reload: apply or refuse, READY=1 either way ---------------------------------

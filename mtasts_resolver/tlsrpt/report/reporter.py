@@ -62,9 +62,22 @@ class RunLocked(ReporterError):
     """Another report run holds the lock: this one is not needed (exit status 75, try again later)."""
 
 
+class NotConfigured(ReporterError):
+    """No report setting is set at all: reporting is off, which is the packaged default (exit status 0).
+
+    The package enables the daily timer; until an admin sets up ``[tlsrpt]``
+    the run must not fail every day.  Settings that are only partly there
+    are a configuration error (78).
+    """
+
+
+REQUIRED_SETTINGS = ("organization_name", "contact_info", "dkim_selector", "dkim_key_file")
+
+
 def check_settings(settings: TlsrptConfig) -> None:
-    missing = [name for name in ("organization_name", "contact_info", "dkim_selector", "dkim_key_file")
-               if not getattr(settings, name)]
+    missing = [name for name in REQUIRED_SETTINGS if not getattr(settings, name)]
+    if len(missing) == len(REQUIRED_SETTINGS):
+        raise NotConfigured(f"TLS-RPT reporting is not configured ([tlsrpt] {', '.join(missing)}): nothing sent")
     if missing:
         raise ReporterError(f"[tlsrpt] needs {', '.join(missing)} to send reports")
 
