@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.world.daemon import REPO, DaemonProcess
+from tests.world.daemon import REPO, DaemonProcess, world_config
 from tests.world import Route, Zone
 from tests.world.fixtures import WORLD_ID
 
@@ -31,16 +31,7 @@ def daemon(dns_world, policy_server, pki, tmp_path_factory):
     # validating resolver answers SERVFAIL for the TXT record, nothing else.
     dns_world.add_zones([Zone("_mta-sts.stsfail.test", ['@ 60 IN TXT "v=STSv1; id=1"'], delegation="bogus")])
     policy_server.set("mta-sts.robust.test", Route(body=POLICY))
-    resolver_ip, resolver_port = dns_world.resolver()
-    proc = DaemonProcess(tmp_path_factory.mktemp("robust"), f"""
-[dns]
-nameservers = ["{resolver_ip}"]
-port = {resolver_port}
-timeout_s = 2
-[mta_sts]
-ca_file = "{pki.ca_file}"
-http_timeout_s = 2
-""")
+    proc = DaemonProcess(tmp_path_factory.mktemp("robust"), world_config(dns_world, pki, http_timeout_s=2))
     proc.start()
     yield proc
     proc.stop()

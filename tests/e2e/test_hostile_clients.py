@@ -14,7 +14,7 @@ import pytest
 
 from tests.world import Route
 from tests.world.addresses import POLICY_IP
-from tests.world.daemon import DaemonProcess
+from tests.world.daemon import DaemonProcess, world_config
 from tests.world.hostile import SteadyClient, proc_usage, set_limits
 from tests.world.netstrings import netstring, read_netstring, socketmap_call
 
@@ -31,18 +31,8 @@ def daemon(dns_world, policy_server, pki, tmp_path_factory):
     dns_world.set_parent_records(base + ['_mta-sts.calm 60 IN TXT "v=STSv1; id=1"',
                                          f"mta-sts.calm 60 IN A {POLICY_IP}"])
     policy_server.set("mta-sts.calm.test", Route(body=POLICY))
-    resolver_ip, resolver_port = dns_world.resolver()
-    proc = DaemonProcess(tmp_path_factory.mktemp("hostile-clients"), f"""
-[dns]
-nameservers = ["{resolver_ip}"]
-port = {resolver_port}
-timeout_s = 2
-[mta_sts]
-ca_file = "{pki.ca_file}"
-http_timeout_s = 2
-[dane]
-enabled = false
-""")
+    proc = DaemonProcess(tmp_path_factory.mktemp("hostile-clients"),
+                         world_config(dns_world, pki, http_timeout_s=2) + "[dane]\nenabled = false\n")
     set_limits(proc, daemon={"max_connections": TOTAL, "log_level": "info"},
                listen={"max_connections": PER_LISTENER, "max_in_flight": MAX_IN_FLIGHT,
                        "request_timeout_s": REQUEST_TIMEOUT_S, "max_unsent_bytes": 8192})

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.world.daemon import DaemonProcess
+from tests.world.daemon import DaemonProcess, world_config
 from tests.world.hostile import HOSTILE_POLICY_IP, HostileServer, SteadyClient, proc_usage
 from tests.world.netstrings import netstring, socketmap_call
 
@@ -53,20 +53,9 @@ def world(dns_world, pki, tmp_path_factory):
     for case in [*VALID, *HOSTILE]:
         server.set(f"mta-sts.h-{case}.test", case, policy(f"h-{case}"))
     server.start()
-    resolver_ip, resolver_port = dns_world.resolver()
-    proc = DaemonProcess(tmp_path_factory.mktemp("hostile-host"), f"""
-[dns]
-nameservers = ["{resolver_ip}"]
-port = {resolver_port}
-timeout_s = 2
-[mta_sts]
-ca_file = "{pki.ca_file}"
-http_timeout_s = {HTTP_TIMEOUT_S}
-max_header_bytes = 16384
-max_informational_responses = 5
-[dane]
-enabled = false
-""")
+    proc = DaemonProcess(tmp_path_factory.mktemp("hostile-host"), world_config(
+        dns_world, pki, http_timeout_s=HTTP_TIMEOUT_S, max_header_bytes=16384, max_informational_responses=5)
+        + "[dane]\nenabled = false\n")
     proc.start()
     assert ask(proc, GOOD) == expected(GOOD)   # cached from now on
     yield proc, server

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.world.daemon import DaemonProcess
+from tests.world.daemon import DaemonProcess, world_config
 from tests.world import Route
 from tests.world.policy_server import sts_policy
 from tests.world.addresses import POLICY_IP
@@ -85,20 +85,8 @@ def sts_world(dns_world, policy_server):
 
 @pytest.fixture(scope="module")
 def daemon(sts_world, pki, dns_world, tmp_path_factory):
-    resolver_ip, resolver_port = dns_world.resolver()
-    proc = DaemonProcess(tmp_path_factory.mktemp("daemon"), f"""
-[dns]
-nameservers = ["{resolver_ip}"]
-port = {resolver_port}
-timeout_s = 2
-
-[mta_sts]
-http_timeout_s = {HTTP_TIMEOUT_S}
-ca_file = "{pki.ca_file}"
-txt_recheck_s = 1
-failure_ttl_s = 0
-negative_ttl_s = 0
-""")
+    proc = DaemonProcess(tmp_path_factory.mktemp("daemon"), world_config(
+        dns_world, pki, http_timeout_s=HTTP_TIMEOUT_S, txt_recheck_s=1, failure_ttl_s=0, negative_ttl_s=0))
     proc.start()
     yield proc
     proc.stop()

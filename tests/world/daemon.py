@@ -145,3 +145,16 @@ mode = "0600"
     def postmap(self, key: str, table: str | None = None) -> tuple[int, str]:
         """``postmap -q KEY TABLE``: exit 0 and the value when found, 1 when not found."""
         return postmap(key, table or self.socketmap_map())
+
+
+def world_config(dns_world, pki, *, dns_timeout_s: float = 2, **mta_sts: float | int | str) -> str:
+    """The ``[dns]`` and ``[mta_sts]`` tables that point a daemon at the test world.
+
+    Its validating resolver and the test CA; ``mta_sts`` adds keys to that
+    table (a TOML table may be written only once, so they cannot follow).
+    """
+    resolver_ip, resolver_port = dns_world.resolver()
+    lines = ["[dns]", f'nameservers = ["{resolver_ip}"]', f"port = {resolver_port}", f"timeout_s = {dns_timeout_s}",
+             "", "[mta_sts]", f'ca_file = "{pki.ca_file}"']
+    lines += [f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}" for key, value in mta_sts.items()]
+    return "\n".join(lines) + "\n"
