@@ -14,6 +14,7 @@ whole process group, even after a failure.
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
@@ -66,16 +67,30 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+@functools.cache
+def _postmap_config() -> str:
+    """A private, empty Postfix config directory for ``postmap -c``, made once per test process.
+
+    Its main.cf is dated an hour back: Postfix waits (300 ms at a time, up to
+    about 2 s) for a main.cf modified within the last second to settle, which
+    a fresh file per call paid on every lookup.
+    """
+    conf = tempfile.mkdtemp(prefix="postmap-")
+    main_cf = Path(conf) / "main.cf"
+    main_cf.write_text(f"meta_directory = {conf}\n")
+    past = time.time() - 3600
+    os.utime(main_cf, (past, past))
+    return conf
+
+
 def postmap(key: str, table: str) -> tuple[int, str]:
     """``postmap -q KEY TABLE`` with an empty private main.cf: exit 0 and the value when found, 1 when not.
 
     Without ``-c`` postmap reads the host's /etc/postfix/main.cf and dies
     where there is none; socketmap and tcp tables need no settings.
     """
-    with tempfile.TemporaryDirectory(prefix="postmap-") as conf:
-        (Path(conf) / "main.cf").write_text(f"meta_directory = {conf}\n")
-        result = subprocess.run([POSTMAP, "-c", conf, "-q", key, table], capture_output=True, text=True,
-                                timeout=60)
+    result = subprocess.run([POSTMAP, "-c", _postmap_config(), "-q", key, table], capture_output=True, text=True,
+                            timeout=60)
     return result.returncode, result.stdout.strip() or result.stderr.strip()
 
 
