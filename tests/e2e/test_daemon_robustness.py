@@ -7,13 +7,12 @@ and never stop the daemon from serving everyone else.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.world.daemon import REPO, DaemonProcess, world_config
+from tests.world.daemon import DaemonProcess, run_cli, world_config
+from tests.world.netstrings import netstring, read_netstring, socketmap_call
 from tests.world import Route, Zone
 from tests.world.fixtures import WORLD_ID
 
@@ -36,33 +35,6 @@ def daemon(dns_world, policy_server, pki, tmp_path_factory):
     yield proc
     proc.stop()
     dns_world.set_parent_records(base)
-
-
-def socketmap_call(port: int, payload: bytes, timeout_s: float = 10) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-        sock.sendall(payload)
-        return recv_netstring(sock)
-
-
-def recv_netstring(sock: socket.socket) -> bytes:
-    data = b""
-    while b":" not in data:
-        chunk = sock.recv(1)
-        if not chunk:
-            return data
-        data += chunk
-    length = int(data[:-1])
-    body = b""
-    while len(body) < length + 1:
-        chunk = sock.recv(length + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return body[:-1]
-
-
-def netstring(text: bytes) -> bytes:
-    return b"%d:%s," % (len(text), text)
 
 
 def test_stalled_half_request_does_not_block_others(daemon):
@@ -94,18 +66,18 @@ def test_broken_framing_closes_only_that_connection(daemon, garbage):
 def test_malformed_request_in_valid_frame_gets_perm_and_connection_lives(daemon):
     with socket.create_connection(("127.0.0.1", daemon.socketmap_port), timeout=10) as sock:
         sock.sendall(netstring(b"no-space-here"))
-        assert recv_netstring(sock).startswith(b"PERM ")
+        assert read_netstring(sock).startswith(b"PERM ")
         sock.sendall(netstring(b"postfix \xff\xfe.test"))
-        assert recv_netstring(sock).startswith(b"PERM ")
+        assert read_netstring(sock).startswith(b"PERM ")
         sock.sendall(netstring(b"postfix robust.test"))
-        assert recv_netstring(sock) == b"OK " + EXPECTED.encode()
+        assert read_netstring(sock) == b"OK " + EXPECTED.encode()
 
 
 def test_pipelined_requests_are_answered_in_order(daemon):
     keys = [b"robust.test", b".test", b"nothing-here.test", b"robust.test", b"[robust.test]:25"]
     with socket.create_connection(("127.0.0.1", daemon.socketmap_port), timeout=15) as sock:
         sock.sendall(b"".join(netstring(b"postfix " + k) for k in keys))
-        replies = [recv_netstring(sock) for _ in keys]
+        replies = [read_netstring(sock) for _ in keys]
     ok = b"OK " + EXPECTED.encode()
     assert replies == [ok, b"NOTFOUND ", b"NOTFOUND ", ok, b"NOTFOUND "]
 
@@ -126,11 +98,6 @@ def test_txt_servfail_with_nothing_cached_delivers_as_without_policy(daemon):
     assert daemon.postmap("stsfail.test") == (1, "")
     assert time.monotonic() - started < 10
     assert "stsfail.test: sts-policy-fetch-error: TXT lookup failed" in daemon.log_path.read_text()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mtasts_resolver", *args], capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
 
 
 def test_check_config(tmp_path, daemon):
