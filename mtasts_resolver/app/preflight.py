@@ -8,15 +8,15 @@ needs closing.  Each problem names the key and the thing (user, group, path).
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, OK
 from mtasts_resolver.config import Config
+from mtasts_resolver.net.sockets import UnknownOwner, gid_of, uid_of
 
 JOURNAL = "journal"   # tlsrpt.postfix_log = "journal": follow journald, not a file
 
@@ -35,13 +35,13 @@ def problems(config: Config) -> list[Problem]:
     found: list[Problem] = []
     for index, listen in enumerate(config.listen):
         key = f"listen[{index}]"
-        found += _user(f"{key}.owner", listen.owner) + _group(f"{key}.group", listen.group)
+        found += _owner(f"{key}.owner", uid_of, listen.owner) + _owner(f"{key}.group", gid_of, listen.group)
         if listen.unix:
             found += _directory(f"{key}.unix", listen.unix)
     tlsrpt = config.tlsrpt
     for key in ("collector_socket", "exim_event_socket"):
-        found += _user(f"tlsrpt.{key}_owner", getattr(tlsrpt, f"{key}_owner"))
-        found += _group(f"tlsrpt.{key}_group", getattr(tlsrpt, f"{key}_group"))
+        found += _owner(f"tlsrpt.{key}_owner", uid_of, getattr(tlsrpt, f"{key}_owner"))
+        found += _owner(f"tlsrpt.{key}_group", gid_of, getattr(tlsrpt, f"{key}_group"))
         if getattr(tlsrpt, key):
             found += _directory(f"tlsrpt.{key}", str(getattr(tlsrpt, key)))
     for key, path in (("mta_sts.ca_file", config.mta_sts.ca_file), ("tlsrpt.ca_file", tlsrpt.ca_file),
@@ -57,21 +57,12 @@ def problems(config: Config) -> list[Problem]:
     return found
 
 
-def _user(key: str, name: str) -> list[Problem]:
+def _owner(key: str, lookup: Callable[[str], int], name: str) -> list[Problem]:
+    """``lookup`` is :func:`net.sockets.uid_of` or ``gid_of``: the same lookup the socket's chown uses."""
     try:
-        if name:
-            pwd.getpwnam(name)
-    except KeyError:
-        return [Problem(EX_CONFIG, f"{key}: no such user {name!r}")]
-    return []
-
-
-def _group(key: str, name: str) -> list[Problem]:
-    try:
-        if name:
-            grp.getgrnam(name)
-    except KeyError:
-        return [Problem(EX_CONFIG, f"{key}: no such group {name!r}")]
+        lookup(name)
+    except UnknownOwner as exc:
+        return [Problem(EX_CONFIG, f"{key}: {exc}")]
     return []
 
 

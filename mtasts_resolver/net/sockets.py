@@ -132,14 +132,25 @@ def _unix_bound(spec: SocketSpec, kind: int) -> socket.socket:
     return sock
 
 
+def uid_of(owner: str) -> int:
+    """The uid of the socket file's ``owner``; -1 for "" leaves it alone (chown(2)). Also what preflight checks."""
+    try:
+        return pwd.getpwnam(owner).pw_uid if owner else -1
+    except KeyError:
+        raise UnknownOwner(f"no such user {owner!r}") from None
+
+
+def gid_of(group: str) -> int:
+    """The gid of the socket file's ``group``; -1 for "" leaves it alone. Also what preflight checks."""
+    try:
+        return grp.getgrnam(group).gr_gid if group else -1
+    except KeyError:
+        raise UnknownOwner(f"no such group {group!r}") from None
+
+
 def _owner_ids(spec: SocketSpec) -> tuple[int, int]:
-    """The uid and gid to give the socket file; -1 leaves that one alone (chown(2))."""
+    """The uid and gid to give the socket file, or :class:`UnknownOwner` naming the path."""
     try:
-        uid = pwd.getpwnam(spec.owner).pw_uid if spec.owner else -1
-    except KeyError:
-        raise UnknownOwner(f"{spec.path}: no such user {spec.owner!r}") from None
-    try:
-        gid = grp.getgrnam(spec.group).gr_gid if spec.group else -1
-    except KeyError:
-        raise UnknownOwner(f"{spec.path}: no such group {spec.group!r}") from None
-    return uid, gid
+        return uid_of(spec.owner), gid_of(spec.group)
+    except UnknownOwner as exc:
+        raise UnknownOwner(f"{spec.path}: {exc}") from None
