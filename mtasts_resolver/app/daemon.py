@@ -41,6 +41,7 @@ from mtasts_resolver.store import CannotCreate, DamagedCache, PolicyStore, Store
 from mtasts_resolver.store.retrying import RetryingPolicyStore
 from mtasts_resolver.tlsrpt.feeds.resolution import resolution_sink
 from mtasts_resolver.tlsrpt.feeds.services import feed_services, policy_lookup
+from mtasts_resolver.tlsrpt.feeds.sourceip import RouteSource
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
 
 log = Logger(namespace="mtasts_resolver")
@@ -239,7 +240,8 @@ def assemble(reactor, config: Config) -> Daemon:
         spool = OutcomeSpool(reactor, writer, config.tlsrpt.spool_flush_interval_s)
         opened.callback(spool.stop)   # stops its writer thread: a thread left running keeps the process alive
         persistent = RetryingPolicyStore(store, reactor)
-        lookups = build_lookups(config, reactor, persistent, resolution_sink(spool.add, reactor.seconds))
+        sink = resolution_sink(spool.add, reactor.seconds, RouteSource(config.tlsrpt.sending_mta_ip))
+        lookups = build_lookups(config, reactor, persistent, sink)
         loaded = _load_cache(lookups, config)
         log.info("loaded {count} cached policies from {path}", count=loaded, path=config.cache_path)
         log_fd_budget(config)

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 import pytest
 from twisted.internet.task import Clock
 
-from mtasts_resolver.policy.dane import DaneOutcome, DaneResult, HostResult, HostStatus, TlsaRecord
-from mtasts_resolver.policy.model import CachedPolicy, Mode, StsPolicy
+from mtasts_resolver.policy.dane import DaneOutcome, DaneResult, HostResult, HostStatus, Lookup, TlsaRecord
+from mtasts_resolver.policy.model import CachedPolicy, FailureType, Mode, StsFailure, StsPolicy, StsTxt
 from mtasts_resolver.store.sqlite import SqliteStore
 from mtasts_resolver.tlsrpt.feeds.exim_events import EximLogCorrelator, event_outcomes, parse_event
 from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
-from mtasts_resolver.tlsrpt.feeds.resolution import policy_in_force, resolution_sink
+from mtasts_resolver.tlsrpt.feeds.resolution import policy_in_force, resolution_outcomes, resolution_sink
 from mtasts_resolver.tlsrpt.feeds.services import POLICY_MEMO_S, stored_policy_lookup
-from mtasts_resolver.tlsrpt.model import PolicyType, ReportPolicy, canonical_json
+from mtasts_resolver.tlsrpt.feeds.sourceip import RouteSource
+from mtasts_resolver.tlsrpt.model import FailureDetail, PolicyType, ReportPolicy, ResultType, canonical_json
 
 TLSA = TlsaRecord(3, 1, 1, bytes.fromhex("ab" * 32))
 STS = StsPolicy(Mode.ENFORCE, ("mx.a.test",), 86400, ("version: STSv1", "mode: enforce", "mx: mx.a.test",
@@ -55,9 +56,66 @@ def test_policy_in_force(resolution, expected):
     assert policy_in_force(resolution) == expected
 
 
+class FakeRoutes(RouteSource):
+    """The kernel's answers of a host at 192.0.2.2 whose MX route to 192.0.2.25 leaves from 192.0.2.3."""
+
+    def __call__(self, receiving_ip: str) -> str:
+        return {"192.0.2.25": "192.0.2.3"}.get(receiving_ip, "")
+
+    def towards_internet(self) -> str:
+        return "192.0.2.2"
+
+
+TXT = StsTxt("20260301", "v=STSv1; id=20260301")
+FETCH_ERROR = StsFailure(FailureType.FETCH_ERROR, "HTTP 500")
+ADDRESSED = HostResult("mx.a.test", HostStatus.UNUSABLE, "usage 1", (Lookup("mx.a.test", "A", ("192.0.2.25",)),),
+                       tlsa_base="mx.a.test", tlsa=(TLSA,))
+FAILED = HostResult("mx4.a.test", HostStatus.FAILED, "SERVFAIL", (Lookup("mx4.a.test", "A", failed=True),))
+
+
+@pytest.mark.parametrize("resolution, policy, detail", [
+    # nothing cached: the TXT record is what is known of the policy; no MX contacted: the route to the Internet
+    (FakeResolution("a.test", TXT, FETCH_ERROR), ReportPolicy(PolicyType.STS, "a.test", (TXT.record,)),
+     FailureDetail(ResultType.STS_POLICY_FETCH_ERROR, "192.0.2.2", failure_reason_code="HTTP 500")),
+    # a cached policy still applies (RFC 8461 §5.1): it is the policy-string
+    (FakeResolution("a.test", TXT, FETCH_ERROR, CachedPolicy("a.test", "1", STS, 0)),
+     ReportPolicy(PolicyType.STS, "a.test", STS.lines, STS.mx),
+     FailureDetail(ResultType.STS_POLICY_FETCH_ERROR, "192.0.2.2", failure_reason_code="HTTP 500")),
+    # DANE: the route to the MX host's address when the walk found one
+    (FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, ADDRESSED)),
+     ReportPolicy(PolicyType.TLSA, "mx.a.test", (str(TLSA),)),
+     FailureDetail(ResultType.TLSA_INVALID, "192.0.2.3", "mx.a.test", failure_reason_code="usage 1")),
+    (FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, FAILED)), ReportPolicy(PolicyType.TLSA, "mx4.a.test"),
+     FailureDetail(ResultType.DNSSEC_INVALID, "192.0.2.2", "mx4.a.test", failure_reason_code="SERVFAIL")),
+    # the domain's verdict failed: the records read so far, if any
+    (FakeResolution("a.test", dane=dane(DaneOutcome.TEMP, ADDRESSED, FAILED)),
+     ReportPolicy(PolicyType.TLSA, "a.test", (str(TLSA),)),
+     FailureDetail(ResultType.DNSSEC_INVALID, "192.0.2.2", failure_reason_code="test")),
+])
+def test_the_daemons_own_failures(resolution, policy, detail):
+    [outcome] = resolution_outcomes(resolution, 5.0, FakeRoutes())
+    assert (outcome.report_domain, outcome.policy, outcome.failures) == ("a.test", policy, (detail,))
+
+
+def test_a_configured_sending_mta_ip_wins():
+    [outcome] = resolution_outcomes(FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, ADDRESSED)), 5.0,
+                                    RouteSource("203.0.113.9"))
+    assert outcome.failures[0].sending_mta_ip == "203.0.113.9"
+    assert RouteSource("203.0.113.9").towards_internet() == "203.0.113.9"
+
+
+@pytest.mark.parametrize("resolution", [
+    FakeResolution("a.test", TXT, StsPolicy(Mode.ENFORCE, (), 1, ())),       # fetched fine
+    FakeResolution("a.test", StsTxt("1", "v=STSv1; id=1")),                   # nothing fetched
+    FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, USABLE, NO_TLSA)),
+])
+def test_no_failure_no_outcome(resolution):
+    assert resolution_outcomes(resolution, 5.0, FakeRoutes()) == []
+
+
 def test_every_resolution_goes_to_the_spool_with_its_policies():
     calls = []
-    sink = resolution_sink(lambda outcomes, policies=(): calls.append((outcomes, policies)), lambda: 5.0)
+    sink = resolution_sink(lambda outcomes, policies=(): calls.append((outcomes, policies)), lambda: 5.0, FakeRoutes())
     sink(FakeResolution("a.test", dane=dane(DaneOutcome.DANE_ONLY, USABLE, NO_TLSA)))
     [(outcomes, policies)] = calls
     assert outcomes == []

@@ -9,6 +9,11 @@ several addresses and ``smtp_bind_address``, NAT).  Answers are remembered
 per receiving IP (routes rarely change), at most ``MAX_REMEMBERED`` of them;
 the receiving IP comes from a log line, so anything that is not an IP
 address gets "" without touching a socket.
+
+The daemon's own policy-discovery failures have no receiving IP (no MX was
+contacted): :meth:`RouteSource.towards_internet` is the source of the route
+towards the Internet (to a root server's address, IPv4 first), the address
+the MTA's connections leave from unless routes differ per destination.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Callable
 
 MAX_REMEMBERED = 4096
 SMTP_PORT = 25   # any port: a UDP connect only picks the route
+#: a.root-servers.net: a stable global address of each family, to ask the kernel for its route to the Internet
+INTERNET_PROBES = ("198.41.0.4", "2001:503:ba3e::2:30")
 
 SourceFor = Callable[[str], str]
 
@@ -39,6 +46,10 @@ class RouteSource:
                 self._known.clear()
             found = self._known[receiving_ip] = route_source(receiving_ip)
         return found
+
+    def towards_internet(self) -> str:
+        """The configured address, else the source of the route towards the Internet, "" when there is none."""
+        return next((found for found in map(self, INTERNET_PROBES) if found), "")
 
 
 def route_source(receiving_ip: str) -> str:
