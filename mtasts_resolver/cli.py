@@ -12,7 +12,7 @@ import sys
 import traceback
 
 from mtasts_resolver import __version__
-from mtasts_resolver.app.exits import EX_CONFIG, EX_SOFTWARE
+from mtasts_resolver.app.exits import EX_CONFIG, EX_SOFTWARE, EX_USAGE
 from mtasts_resolver.config import ConfigError, load_config
 
 # Where the configuration is looked for without -c; the environment variable
@@ -20,8 +20,16 @@ from mtasts_resolver.config import ConfigError, load_config
 DEFAULT_CONFIG = os.environ.get("MTASTS_RESOLVER_CONFIG", "/etc/mtasts-resolver/config.toml")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit EX_USAGE (64), not argparse's 2: ``audit`` exits 2 for errors it found."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mtasts-resolver",
         description="MTA-STS TLS policy daemon for Postfix (socketmap and tcp_table).",
     )
@@ -40,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--status", action="store_true", help="show every report, delivery and attempt, and exit")
     report.add_argument("--day", action="append", default=[], metavar="YYYY-MM-DD",
                         help="also report this UTC day even if it is not over yet (repeatable)")
+    audit = commands.add_parser("audit", help="check the inbound MTA-STS, DANE and TLS-RPT setup of domains as "
+                                "a sender sees it; exit 0 clean, 1 warnings, 2 errors")
+    audit.add_argument("domains", nargs="+", metavar="DOMAIN")
+    audit.add_argument("--json", action="store_true", help="print JSON (for monitoring) instead of a table")
+    audit.add_argument("--warn-days", type=int, default=21, metavar="N",
+                       help="warn of certificates expiring within N days (default: 21)")
     commands.add_parser("salvage-cache", help="copy the readable rows of a damaged policy cache into a fresh "
                         "file, keeping the damaged one aside (with the daemon stopped)")
     return parser
@@ -67,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         from mtasts_resolver.app.salvage import salvage_command
 
         return salvage_command(config)
-    if args.command not in ("query", "report") and config.daemon.workers > 1:
+    if args.command not in ("query", "report", "audit") and config.daemon.workers > 1:
         from mtasts_resolver.app.workers import WorkerPool, inherited_fds
 
         if inherited_fds() is None:  # the parent: start the workers, which run the lines below
@@ -83,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         from mtasts_resolver.app.report import report_command
 
         return _react(report_command, config, args.status, tuple(args.day))
+    if args.command == "audit":
+        from mtasts_resolver.app.audit import audit_command
+
+        return _react(audit_command, config, tuple(args.domains), args.json, args.warn_days)
     from mtasts_resolver.app.daemon import run
 
     return _react(run, config, config_path)

@@ -29,7 +29,8 @@ The outcome for a domain is one of:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 SMTP_PORT = 25  # RFC 7672 §2.2.2: TLSA records at _25._tcp.HOST
@@ -158,6 +159,26 @@ def _der_sequence(data: bytes) -> bool:
         return False
     length = int.from_bytes(data[2:2 + count], "big")
     return len(data) == 2 + count + length
+
+
+#: RFC 6698 §2.1.3: the digest of each matching type (0: the data itself).
+_DIGESTS = {0: lambda data: data, 1: lambda data: hashlib.sha256(data).digest(),
+            2: lambda data: hashlib.sha512(data).digest()}
+
+
+def tlsa_matches(record: TlsaRecord, chain: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Does usable ``record`` match the chain a server presented (RFC 7672 §3.1)?
+
+    ``chain`` is ``(certificate DER, SubjectPublicKeyInfo DER)`` per
+    certificate, the server's own first.  DANE-EE (3) matches the server's
+    certificate only; DANE-TA (2) matches a certificate the server sent to
+    chain up to (RFC 7672 §3.1.1: the trust anchor must be in the chain).
+    """
+    if tlsa_problem(record) is not None:
+        return False
+    candidates = chain[:1] if record.usage == 3 else chain[1:]
+    digest = _DIGESTS[record.mtype]
+    return any(digest(spki if record.selector == 1 else cert) == record.data for cert, spki in candidates)
 
 
 def tlsa_status(records: Iterable[TlsaRecord]) -> HostStatus:

@@ -40,6 +40,11 @@ def valid_mx_pattern(pattern: str) -> bool:
     return _MX_PATTERN.fullmatch(pattern) is not None
 
 
+def sts_txt_candidates(records: list[str]) -> list[str]:
+    """The records that count as policy announcements: those starting with ``v=STSv1`` (RFC 8461 §3.1)."""
+    return [r for r in records if r.startswith(_TXT_VERSION)]
+
+
 def parse_txt_records(records: list[str]) -> StsTxt | NoStsTxt:
     """Pick the policy announcement from the TXT RRset of ``_mta-sts.DOMAIN``.
 
@@ -47,7 +52,7 @@ def parse_txt_records(records: list[str]) -> StsTxt | NoStsTxt:
     already concatenated.  RFC 8461 §3.1: discard records not starting with
     ``v=STSv1``; anything but exactly one valid record means no policy.
     """
-    candidates = [r for r in records if r.startswith(_TXT_VERSION)]
+    candidates = sts_txt_candidates(records)
     if not candidates:
         return NoStsTxt("no v=STSv1 TXT record")
     if len(candidates) > 1:

@@ -22,7 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 #: The certificate kinds a server can present.
-KINDS = ("good", "wrong-name", "expired", "self-signed")
+KINDS = ("good", "wrong-name", "expired", "self-signed", "expiring")
+
+#: How long an "expiring" certificate has left: valid now, inside any sensible warning window.
+EXPIRING_IN = datetime.timedelta(days=5)
 
 #: The name a "wrong-name" certificate is issued for: never a world host.
 WRONG_NAME = "wrong-name.invalid"
@@ -111,6 +114,8 @@ class TestPKI:
             leaf = self.ca.issue_cert(host)
         elif kind == "wrong-name":
             leaf = self.ca.issue_cert(WRONG_NAME)
+        elif kind == "expiring":  # valid, but not for long
+            leaf = self.ca.issue_cert(host, not_before=now - datetime.timedelta(days=30), not_after=now + EXPIRING_IN)
         else:  # expired: valid name and chain, but not_after is in the past
             leaf = self.ca.issue_cert(
                 host,
