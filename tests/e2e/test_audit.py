@@ -49,6 +49,7 @@ def test_the_exit_status_is_the_worst_domain(report):
 def test_the_table_and_exit_status_of_one_domain(audit_world, domain, status):  # noqa: F811
     result = audit_world.audit(domain)
     assert result.returncode == status, result.stdout + result.stderr
+    assert result.stderr == ""   # DANE checked (the resolver validates), no warning of any library
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{domain}: ")
     assert any(line.startswith("  MX       10 mx") and "STARTTLS, certificate" in line for line in lines)
