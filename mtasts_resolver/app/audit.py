@@ -106,10 +106,9 @@ def _mx_seen(host: MxHost) -> dict[str, object]:
     out: dict[str, object] = {"host": host.host, "preference": host.preference, "addresses": list(host.addresses)}
     if host.address_error:
         out["address_error"] = host.address_error
-    if host.smtp is not None:
-        smtp = host.smtp
-        out["smtp"] = ({"address": smtp.address, "error": smtp.error} if smtp.error else
-                       {"address": smtp.address, "starttls": smtp.starttls, "tls": _tls_seen(smtp.tls)})
+    out["smtp"] = [{"address": smtp.address, "error": smtp.error} if smtp.error else
+                   {"address": smtp.address, "starttls": smtp.starttls, "tls": _tls_seen(smtp.tls)}
+                   for smtp in host.smtp]
     if host.tlsa is not None and (host.tlsa.records or host.tlsa.error):
         out["tlsa"] = {"name": host.tlsa.name, "records": [str(r) for r in host.tlsa.records],
                        "dnssec_validated": host.tlsa.secure, **({"error": host.tlsa.error} if host.tlsa.error else {})}
@@ -194,11 +193,12 @@ def _summary(facts: DomainFacts) -> list[tuple[str, str]]:
 
 
 def _mx_line(host: MxHost) -> str:
-    text = f"{host.preference} {host.host} {', '.join(host.addresses) or host.address_error or 'no address'}"
-    smtp = host.smtp
-    if smtp is not None:
-        text += (f": {smtp.error}" if smtp.error else ": STARTTLS, " + _tls_line(smtp.tls) if smtp.starttls
-                 else ": no STARTTLS")
+    text = f"{host.preference} {host.host}"
+    if not host.smtp:
+        text += f" {host.address_error or 'no address'}"
+    for smtp in host.smtp:
+        text += f" {smtp.address}: " + (smtp.error if smtp.error else "STARTTLS, " + _tls_line(smtp.tls)
+                                          if smtp.starttls else "no STARTTLS")
     if host.tlsa is not None and host.tlsa.records:
         state = "validated" if host.tlsa.secure else "NOT validated"
         text += f"; TLSA ({state}) " + ", ".join(f"{r.usage} {r.selector} {r.mtype} {r.data.hex()[:8]}…"

@@ -78,7 +78,7 @@ class MxHost:
     preference: int
     addresses: tuple[str, ...] = ()
     address_error: str = ""
-    smtp: SmtpSession | None = None     # None: not probed (no address)
+    smtp: tuple[SmtpSession, ...] = ()  # one per address probed
     tlsa: TlsaAnswer | None = None
 
 

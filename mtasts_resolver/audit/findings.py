@@ -17,7 +17,13 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from mtasts_resolver.audit.facts import DomainFacts, MxHost, Spool, TlsSession
+from mtasts_resolver.audit.facts import (
+    DomainFacts,
+    MxHost,
+    SmtpSession,
+    Spool,
+    TlsSession,
+)
 from mtasts_resolver.policy.dane import (
     DaneOutcome,
     HostResult,
@@ -69,7 +75,7 @@ def exit_status(found: tuple[Finding, ...]) -> int:
 def findings(facts: DomainFacts, now: float, warn_days: int) -> tuple[Finding, ...]:
     """Every finding for ``facts``, errors first (the order of the rules otherwise)."""
     found = [*_mx(facts), *_sts(facts, now, warn_days), *_tlsrpt(facts), *_dane(facts),
-             *(f for host in facts.mx for f in _smtp(facts, host, now, warn_days))]
+             *(f for host in facts.mx for session in host.smtp for f in _smtp(facts, host, session, now, warn_days))]
     order = list(Severity)
     return tuple(sorted(found, key=lambda f: order.index(f.severity)))
 
@@ -275,7 +281,7 @@ def _tlsa(facts: DomainFacts, host: HostResult) -> Iterator[Finding]:
                       "publish \"3 1 1\" (DANE-EE, SPKI, SHA-256) records (RFC 7672 §3.1)")
         return
     for mx in facts.mx:
-        for session in ([mx.smtp] if mx.host == host.name and mx.smtp is not None else []):
+        for session in (mx.smtp if mx.host == host.name else ()):
             if session.tls is not None and session.tls.chain and not any(
                     tlsa_matches(r, session.tls.pairs) for r in usable):
                 yield Finding(Severity.ERROR, "tlsa-mismatch", f"{host.name} ({session.address})",
@@ -294,10 +300,7 @@ def _tlsa_base(host: HostResult) -> str:
 
 # -- STARTTLS on each MX -----------------------------------------------------
 
-def _smtp(facts: DomainFacts, host: MxHost, now: float, warn_days: int) -> Iterator[Finding]:
-    session = host.smtp
-    if session is None:
-        return
+def _smtp(facts: DomainFacts, host: MxHost, session: SmtpSession, now: float, warn_days: int) -> Iterator[Finding]:
     subject = f"{host.host} ({session.address})"
     if session.error:
         yield Finding(Severity.WARNING, "mx-unreachable", subject, f"no SMTP session on port 25: {session.error}",

@@ -20,7 +20,6 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from mtasts_resolver.audit.facts import (
     DomainFacts,
     MxHost,
-    SmtpSession,
     Spool,
     TlsaAnswer,
 )
@@ -33,6 +32,9 @@ from mtasts_resolver.policy.model import CachedPolicy, NoStsTxt, StsTxt
 from mtasts_resolver.store import ReportStore
 from mtasts_resolver.tlsrpt.model import CountKind
 from mtasts_resolver.tlsrpt.report.record import parse_tlsrpt_records
+
+#: Addresses of one MX host connected to (a sender may use any of them; more is rarely more setups).
+MAX_ADDRESSES_PROBED = 4
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,9 @@ class Auditor:
             addresses = tuple(await self.network.dns.addresses(host))
         except DnsFailure as exc:
             return MxHost(host, preference, address_error=str(exc), tlsa=tlsa)
-        smtp: SmtpSession | None = None
-        if addresses:   # the first address, as a sender tries it first
-            smtp = await smtp_session(self.reactor, addresses[0], host, self.helo, self.ca_file, self.timeout_s)
-        return MxHost(host, preference, addresses, "", smtp, tlsa)
+        sessions = [await smtp_session(self.reactor, address, host, self.helo, self.ca_file, self.timeout_s)
+                    for address in addresses[:MAX_ADDRESSES_PROBED]]
+        return MxHost(host, preference, addresses, "", tuple(sessions), tlsa)
 
     async def _tlsa(self, name: str) -> TlsaAnswer:
         try:

@@ -68,8 +68,8 @@ def policy(mode: str = "enforce", *mx: str, max_age: int = 604800):
     return parse_policy("\n".join(lines).encode())
 
 
-def mx_host(host: str = MX, *, smtp: SmtpSession | None = None, tlsa: TlsaAnswer | None = None) -> MxHost:
-    return MxHost(host, 10, ("192.0.2.1",), smtp=smtp or SmtpSession("192.0.2.1", starttls=True, tls=tls(host)),
+def mx_host(host: str = MX, *, smtp: tuple[SmtpSession, ...] = (), tlsa: TlsaAnswer | None = None) -> MxHost:
+    return MxHost(host, 10, ("192.0.2.1",), smtp=smtp or (SmtpSession("192.0.2.1", starttls=True, tls=tls(host)),),
                   tlsa=tlsa or TlsaAnswer(f"_25._tcp.{host}", (ee(host), TA), secure=True))
 
 
@@ -92,7 +92,7 @@ def no_sts(records: tuple[str, ...], reason: str) -> dict:
 
 
 def smtp(**session) -> dict:
-    return {"mx": (mx_host(smtp=SmtpSession("192.0.2.1", **session)),)}
+    return {"mx": (mx_host(smtp=(SmtpSession("192.0.2.1", **session),)),)}
 
 
 TWO_MX = (mx_host(), mx_host("mx2.example.org"))
@@ -110,6 +110,12 @@ CASES = [
     ("policy invalid", {"policy": policy("enforce", "*.org")}, {"policy-invalid"}),
     ("no STARTTLS", smtp(starttls=False), {"starttls-missing"}),
     ("port 25 closed", smtp(error="connection refused"), {"mx-unreachable"}),
+    ("one of two addresses without STARTTLS", {"mx": (mx_host(smtp=(
+        SmtpSession("192.0.2.1", starttls=True, tls=tls()), SmtpSession("2001:db8::1", starttls=False))),)},
+     {"starttls-missing"}),
+    ("the TLSA records match one address's key only", {"mx": (mx_host(smtp=(
+        SmtpSession("192.0.2.1", starttls=True, tls=tls()), SmtpSession("192.0.2.2", starttls=True, tls=tls("new")))),
+        ), "dane": dane(usable(MX, ee(MX), ee("next")))}, {"tlsa-mismatch"}),   # a key change half done
     ("TLS fails after STARTTLS", smtp(starttls=True, tls=TlsSession(error="handshake failure")), {"tls-failed"}),
     ("chain invalid", smtp(starttls=True, tls=tls(errors=("self-signed certificate",))), {"mx-cert-untrusted"}),
     ("name mismatch", smtp(starttls=True, tls=tls(name_ok=False)), {"mx-cert-name"}),

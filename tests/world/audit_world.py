@@ -33,6 +33,7 @@ class Mx:
     cert: str = "good"
     starttls: bool = True
     listening: bool = True
+    plain_twin: bool = False   # a second address whose server offers no STARTTLS
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ CASES = [
     _case("audit-expiring", {"mx-cert-expiring"}, 1, mx=(Mx(cert="expiring"),)),
     _case("audit-expired", {"mx-cert-expired", "mx-cert-untrusted"}, 2, mx=(Mx(cert="expired"),)),
     _case("audit-unreachable", {"mx-unreachable"}, 1, mx=(Mx(listening=False),)),
+    _case("audit-twin", {"starttls-missing"}, 2, mx=(Mx(plain_twin=True),)),
     _case("audit-policycert-expiring", {"policy-cert-expiring"}, 1, policy_cert="expiring"),
     _case("audit-policycert-name", {"policy-cert-invalid"}, 2, policy_cert="wrong-name"),
     _case("audit-txt-malformed", {"sts-txt-malformed"}, 2, txt=("v=STSv1; id=not-an-id!",)),
@@ -101,7 +103,14 @@ def zone(case: Broken, addresses: dict[str, str], pki) -> Zone:
     for preference, mx in enumerate(case.mx, start=1):
         records += [f"@ IN MX {10 * preference} {mx.label}", f"{mx.label} IN A {addresses[case.host(mx)]}",
                     *(f"_25._tcp.{mx.label} IN TLSA {record}" for record in _tlsa(case, mx, pki))]
+        if mx.plain_twin:
+            records.append(f"{mx.label} IN A {addresses[_twin(case.host(mx))]}")
     return Zone(case.domain, records, signed=case.signed, delegation=case.delegation)
+
+
+def _twin(host: str) -> str:
+    """The key of a host's second address in :attr:`AuditWorld.addresses`."""
+    return f"{host} (twin)"
 
 
 @dataclass
@@ -125,7 +134,8 @@ def audit_world(dns_world, policy_server, pki, tmp_path_factory) -> Iterator[Aud
     """Every :data:`CASES` domain published, its policy served, its MX hosts listening on port 25."""
     cases = CASES
     hosts = [(case, mx) for case in cases for mx in case.mx]
-    addresses = {case.host(mx): f"{MX_NET}.{FIRST_MX + i}" for i, (case, mx) in enumerate(hosts)}
+    names = [name for case, mx in hosts for name in (case.host(mx), *([_twin(case.host(mx))] if mx.plain_twin else []))]
+    addresses = {name: f"{MX_NET}.{FIRST_MX + i}" for i, name in enumerate(names)}
     dns_world.add_zones([zone(case, addresses, pki) for case in cases])
     for case in cases:
         patterns = case.patterns or tuple(case.host(mx) for mx in case.mx)
@@ -141,7 +151,10 @@ def audit_world(dns_world, policy_server, pki, tmp_path_factory) -> Iterator[Aud
                 host = case.host(mx)
                 context = pki.server_context(host, mx.cert) if mx.starttls else None
                 world.hosts.append(SmtpHost(host, addresses[host], context))
-                world.hosts[-1].start()
+                if mx.plain_twin:
+                    world.hosts.append(SmtpHost(host, addresses[_twin(host)], None))
+        for smtp in world.hosts:
+            smtp.start()
         yield world
     finally:
         for smtp in world.hosts:
