@@ -92,8 +92,8 @@ def _mx(facts: DomainFacts) -> Iterator[Finding]:
         yield Finding(Severity.ERROR, "mx-lookup-failed", facts.domain, f"the MX lookup failed: {facts.mx_error}",
                       "make the domain's name servers answer MX queries")
     elif not facts.mx_error and not facts.mx:
-        yield Finding(Severity.NOTE, "no-mail", facts.domain, "no MX host: the domain accepts no mail (null MX or "
-                      "no MX and no address)", "publish MX records if the domain should receive mail")
+        yield Finding(Severity.NOTE, "no-mail", facts.domain, "null MX (RFC 7505): the domain accepts no mail",
+                      "publish MX records if the domain should receive mail")
     for host in facts.mx:
         if host.address_error:
             yield Finding(Severity.ERROR, "mx-address-failed", host.host,

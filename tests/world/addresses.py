@@ -15,7 +15,8 @@ routes to ``lo`` without configuring aliases.
 | 127.60.N.99  | a second policy server some tests start on their own               | 8443   |
 | 127.70.N.x   | MX hosts of the DNS and DANE scenarios (published only)            |        |
 | 127.74.N.x   | TLS-RPT hosts: report receivers, submission SMTP, Postfix sender   | varies |
-| 127.75.N.x   | the real-MTA tests' MX hosts (STARTTLS SMTP servers)               | 25     |
+| 127.75.N.x   | the real-MTA tests' MX hosts (STARTTLS SMTP servers); .100 and up: | 25     |
+|              | the audit's broken domains (audit_world.py)                        |        |
 
 The daemon's own listeners take free ports on 127.0.0.1 (``daemon.free_port``).
 """
