@@ -48,6 +48,7 @@ class OutcomeSpool:
         self._pending: Counter[tuple[str, str, str, str, str]] = Counter()
         self._cursors: dict[str, str] = {}
         self._policies: dict[str, tuple[str, float]] = {}   # domain -> (policy JSON in force, when)
+        self._in_flight_policies: dict[str, tuple[str, float]] = {}   # those of the batch being committed
         self._timer: IDelayedCall | None = None
         self._in_flight: Deferred[None] | None = None
         self._pending_since: float | None = None   # when the oldest uncommitted outcome was added
@@ -79,6 +80,11 @@ class OutcomeSpool:
             self._pending_since = self._reactor.seconds()
         self._schedule()
 
+    def uncommitted_policy(self, domain: str) -> str | None:
+        """The policy in force added for ``domain`` and not committed yet: this process's feeds see it at once."""
+        found = self._policies.get(domain) or self._in_flight_policies.get(domain)
+        return found[0] if found is not None else None
+
     def when_committed(self) -> Deferred[None]:
         """Fires once everything added so far is committed; fails if the spool stops without committing it."""
         d: Deferred[None] = Deferred()
@@ -101,7 +107,7 @@ class OutcomeSpool:
         if self._in_flight is not None or not (self._pending or self._cursors or self._policies):
             return
         batch, cursors, since = self._pending, self._cursors, self._pending_since or self._reactor.seconds()
-        policies = self._policies
+        policies = self._in_flight_policies = self._policies
         self._pending, self._cursors, self._policies, self._pending_since = Counter(), {}, {}, None
         self._in_flight_waiters, self._waiters = self._waiters, []
         rows: list[OutcomeRow] = [(*key, count) for key, count in batch.items()]
@@ -111,7 +117,7 @@ class OutcomeSpool:
                        errbackArgs=(batch, cursors, since, policies))
 
     def _committed(self, _: None, batch: Counter) -> None:
-        self._in_flight = None
+        self._in_flight, self._in_flight_policies = None, {}
         waiters, self._in_flight_waiters = self._in_flight_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -125,7 +131,7 @@ class OutcomeSpool:
 
     def _failed(self, failure: Failure, batch: Counter, cursors: dict[str, str], since: float,
                 policies: dict[str, tuple[str, float]]) -> None:
-        self._in_flight = None
+        self._in_flight, self._in_flight_policies = None, {}
         batch.update(self._pending)
         self._pending = batch
         self._cursors = {**cursors, **self._cursors}

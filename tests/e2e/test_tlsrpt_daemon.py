@@ -29,7 +29,7 @@ from tests.world.addresses import POLICY_IP
 from tests.world.daemon import DaemonProcess, world_config
 from tests.world.policy_server import sts_policy
 from tests.world.postfix import private_workdir
-from tests.world.tlsrpt import NET, spool_rows, spooled_sessions, wait_until
+from tests.world.tlsrpt import NET, kernel_source, spool_rows, spooled_sessions, wait_until
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 TODAY = NOW.strftime("%Y-%m-%d")
@@ -54,14 +54,6 @@ def by_domain(db, day: str = TODAY) -> dict[str, list[tuple[dict, str, dict | No
         rows.setdefault(domain, []).append((json.loads(policy), kind, json.loads(failure) if failure else None,
                                             sessions))
     return rows
-
-
-def kernel_source(destination: str) -> str:
-    """``ip route get``'s src: what the kernel says, independently of the daemon's own probe."""
-    found = subprocess.run(["ip", "-o", "route", "get", destination], capture_output=True, text=True,
-                           check=False)   # no route: an error, and no src
-    words = found.stdout.split()
-    return words[words.index("src") + 1] if "src" in words else ""
 
 
 # -- the daemon's own policy-fetch failures ---------------------------------------------------------------------

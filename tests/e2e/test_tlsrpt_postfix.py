@@ -3,10 +3,13 @@
 A private Postfix (Debian's package) asks the daemon for TLS policies over
 socketmap and delivers test mail to MX hosts on loopback: one with a good
 certificate, one with a certificate for the wrong name, one without
-STARTTLS.  The daemon follows Postfix's real log and spools the sessions;
+STARTTLS; and two DANE domains (TLSA 3 1 1 in the signed ``test.`` zone),
+one whose MX matches its TLSA record, one whose MX offers no STARTTLS.
+The daemon follows Postfix's real log and spools the sessions;
 ``mtasts-resolver report`` then builds the reports, sends the mailto ones
-DKIM-signed through that Postfix (sendmail) to a test mailbox, and POSTs
-the https one to a local receiver that first answers 500.
+DKIM-signed through that Postfix (sendmail) to a test mailbox, POSTs the
+MTA-STS https one to a local receiver that first answers 500, and the DANE
+ones to another, where a strict reading of RFC 8460 judges them.
 """
 
 from __future__ import annotations
@@ -25,17 +28,25 @@ from tests.world.daemon import DaemonProcess
 from tests.world.postfix import PrivatePostfix, private_workdir
 from tests.world.receiver import ReportReceiver
 from tests.world.smtp_host import SmtpHost
-from tests.world.tlsrpt import (DKIM_SELECTOR, NET, SUBMITTER, dkim_key, dnsfunc, run_report, spool_rows,
-                                    txt_record, wait_until)
+from tests.world.tlsrpt import (DKIM_SELECTOR, NET, SUBMITTER, dkim_key, dnsfunc, kernel_source, report_problems,
+                                run_report, spool_rows, txt_record, wait_until)
 from tests.world import Route
 from tests.world.fixtures import WORLD_ID
 
 POLICY_IP = f"127.60.{WORLD_ID}.1"
 MAILS = {"rpt-good": 3, "rpt-wrongname": 2, "rpt-nostarttls": 1}
+DANE_MAILS = {"rpt-dane": 2, "rpt-danenotls": 1}   # DANE domains: MX with a matching TLSA record / no STARTTLS
+DANE_IPS = {"rpt-dane": f"{NET}.14", "rpt-danenotls": f"{NET}.15"}
+DANE_COLLECT_IP = f"{NET}.22"
 RUA = {"rpt-good": "mailto:tlsrpt@rpt-reports.test",
        "rpt-wrongname": "https://rpt-collect.test/v1/tlsrpt",
        "rpt-nostarttls": "mailto:tls%2Dreports@rpt-reports.test"}   # percent-encoded, as RFC 8460 §3 allows
 TODAY = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+def dane_record(pki, label: str) -> str:
+    """The TLSA record of a DANE domain's MX host: DANE-EE, SPKI, SHA-256 of its certificate's key."""
+    return f"3 1 1 {pki.tlsa_data(f'mx.{label}.test')}"
 
 
 def sts_policy(mx: str) -> bytes:
@@ -60,14 +71,22 @@ def _rpt(dns_world, policy_server, pki, work):
                     f'_mta-sts.{label} 60 IN TXT "v=STSv1; id=1"', f"mta-sts.{label} 60 IN A {POLICY_IP}",
                     f'_smtp._tls.{label} 60 IN TXT "v=TLSRPTv1; rua={RUA[label]}"']
         policy_server.set(f"mta-sts.{label}.test", Route(body=sts_policy(f"mx.{label}.test")))
+    records.append(f"rpt-dane-collect 60 IN A {DANE_COLLECT_IP}")
+    for label, ip in DANE_IPS.items():
+        records += [f"{label} 60 IN MX 10 mx.{label}", f"mx.{label} 60 IN A {ip}",
+                    f"_25._tcp.mx.{label} 60 IN TLSA {dane_record(pki, label)}",
+                    f'_smtp._tls.{label} 60 IN TXT "v=TLSRPTv1; rua=https://rpt-dane-collect.test/{label}"']
     dns_world.set_parent_records(base + records)
     mx = {label: SmtpHost(f"mx.{label}.test", ip, pki.server_context(f"mx.{label}.test", kind) if kind else None)
           for label, (kind, ip) in hosts.items()}
     mx["rpt-reports"] = SmtpHost("mx.rpt-reports.test", f"{NET}.13", pki.server_context("mx.rpt-reports.test"))
+    mx["rpt-dane"] = SmtpHost("mx.rpt-dane.test", DANE_IPS["rpt-dane"], pki.server_context("mx.rpt-dane.test"))
+    mx["rpt-danenotls"] = SmtpHost("mx.rpt-danenotls.test", DANE_IPS["rpt-danenotls"], None)
     receiver = ReportReceiver(f"{NET}.20", pki.server_context("rpt-collect.test"))
+    dane_receiver = ReportReceiver(DANE_COLLECT_IP, pki.server_context("rpt-dane-collect.test"))
     started = []
     try:
-        for host in [*mx.values(), receiver]:
+        for host in [*mx.values(), receiver, dane_receiver]:
             host.start()
             started.append(host)
         daemon = DaemonProcess(work / "daemon", "")
@@ -76,7 +95,10 @@ def _rpt(dns_world, policy_server, pki, work):
             "smtp_tls_CAfile": str(pki.ca_file),
             "smtp_tls_policy_maps": daemon.socketmap_map(),
             "smtp_connection_cache_on_demand": "no",   # one TLS session per message: countable
+            "smtp_dns_support_level": "dnssec",          # DANE (the daemon answers dane-only)
         })
+        # glibc strips the AD bit unless told to trust the resolver (as in contrib/postfix/main.cf)
+        postfix.resolv_conf.write_text(postfix.resolv_conf.read_text() + "options trust-ad\n")
         resolver_ip, resolver_port = dns_world.resolver()
         daemon.config_path.write_text(daemon.config_path.read_text() + f"""
 [dns]
@@ -86,6 +108,10 @@ timeout_s = 2
 
 [mta_sts]
 ca_file = "{pki.ca_file}"
+
+[dane]
+probe_name = "test."
+probe_type = "SOA"
 
 [tlsrpt]
 postfix_log = "{postfix.maillog}"
@@ -103,7 +129,7 @@ retry_initial_s = 1
         try:
             postfix.start()
             try:
-                yield daemon, postfix, mx, receiver
+                yield daemon, postfix, mx, receiver, dane_receiver
             finally:
                 postfix.stop()
         finally:
@@ -117,22 +143,22 @@ retry_initial_s = 1
 @pytest.fixture(scope="module")
 def delivered(rpt):
     """Test mail sent through Postfix; returns once every delivery attempt is logged."""
-    daemon, postfix, mx, receiver = rpt
-    for label, count in MAILS.items():
+    daemon, postfix, mx, receiver, _ = rpt
+    for label, count in {**MAILS, **DANE_MAILS}.items():
         for n in range(count):
             postfix.sendmail("sender@rpt-world.test", f"user{n}@{label}.test",
                              f"Subject: test {n}\n\nhello {label}\n".encode())
-    wait_until(lambda: postfix.log_text().count(" status=") >= sum(MAILS.values()), 60,
+    expected = sum(MAILS.values()) + sum(DANE_MAILS.values())
+    wait_until(lambda: postfix.log_text().count(" status=") >= expected, 60,
                f"Postfix delivery attempts\n{postfix.log_text()}")
     db = daemon.workdir / "state" / "cache.sqlite3"
-    expected = sum(MAILS.values())
     wait_until(lambda: sum(r[4] for r in spool_rows(db, TODAY) if r[2] != "detail") >= expected, 20,
                f"spooled sessions\n{daemon.log_tail()}")
     return db
 
 
-def test_postfix_log_becomes_the_right_counts_and_result_types(rpt, delivered):
-    daemon, postfix, mx, receiver = rpt
+def test_postfix_log_becomes_the_right_counts_and_result_types(rpt, delivered, pki):
+    daemon, postfix, mx, receiver, _ = rpt
     assert len(mx["rpt-good"].received()) == MAILS["rpt-good"]
     assert mx["rpt-wrongname"].received() == [] and mx["rpt-nostarttls"].received() == []
     rows = spool_rows(delivered, TODAY)
@@ -142,8 +168,13 @@ def test_postfix_log_becomes_the_right_counts_and_result_types(rpt, delivered):
         entry["counts"][(kind, json.loads(failure)["result-type"] if failure else "")] = sessions
         if failure:
             detail = json.loads(failure)
-            assert detail["receiving-mx-hostname"] == f"mx.{domain}" and detail["receiving-ip"].startswith(NET)
-    assert set(by_domain) == {"rpt-good.test", "rpt-wrongname.test", "rpt-nostarttls.test"}, rows
+            mx_host = domain if domain.startswith("mx.") else f"mx.{domain}"   # an MX host's own report
+            assert detail["receiving-mx-hostname"] == mx_host and detail["receiving-ip"].startswith(NET)
+            # without configuration: the source address of the kernel's route to the MX
+            assert detail["sending-mta-ip"] == kernel_source(detail["receiving-ip"]) and detail["sending-mta-ip"]
+    sts_domains = {f"{label}.test" for label in MAILS}
+    dane_domains = {f"{label}.test" for label in DANE_MAILS}
+    assert set(by_domain) == sts_domains | dane_domains | {f"mx.{domain}" for domain in dane_domains}, rows
     for label in MAILS:
         policy = by_domain[f"{label}.test"]["policy"]
         assert policy == {"policy-type": "sts", "policy-domain": f"{label}.test", "mx-host": [f"mx.{label}.test"],
@@ -154,10 +185,17 @@ def test_postfix_log_becomes_the_right_counts_and_result_types(rpt, delivered):
                                                          ("detail", "certificate-host-mismatch"): 2}
     assert by_domain["rpt-nostarttls.test"]["counts"] == {("failure", ""): 1,
                                                           ("detail", "starttls-not-supported"): 1}
+    # DANE: under tlsa with the TLSA records, never "no-policy-found"; once more in the MX host's own report
+    for label in DANE_MAILS:
+        for report_domain in (f"{label}.test", f"mx.{label}.test"):
+            assert by_domain[report_domain]["policy"] == {"policy-type": "tlsa", "policy-domain": report_domain,
+                                                          "policy-string": [dane_record(pki, label)]}
+    assert by_domain["rpt-dane.test"]["counts"] == {("success", ""): 2}
+    assert by_domain["rpt-danenotls.test"]["counts"] == {("failure", ""): 1, ("detail", "starttls-not-supported"): 1}
 
 
 def test_mailto_report_through_postfix_is_signed_and_well_formed(rpt, delivered, dns_world):
-    daemon, postfix, mx, receiver = rpt
+    daemon, postfix, mx, receiver, _ = rpt
     receiver.answers = [500]   # the https report's first attempt fails
     result = run_report(daemon.config_path, "--day", TODAY)
     assert result.returncode == 75, result.stdout + result.stderr   # EX_TEMPFAIL: the https one is retried
@@ -212,7 +250,7 @@ def test_mailto_report_through_postfix_is_signed_and_well_formed(rpt, delivered,
 
 
 def test_https_report_500_is_retried_not_marked_sent(rpt, delivered):
-    daemon, postfix, mx, receiver = rpt
+    daemon, postfix, mx, receiver, _ = rpt
     wait_until(lambda: receiver.received(), 30, "the first POST")
     status = run_report(daemon.config_path, "--status").stdout
     line = next(l for l in status.splitlines() if "https://rpt-collect.test/v1/tlsrpt:" in l)
@@ -234,3 +272,31 @@ def test_https_report_500_is_retried_not_marked_sent(rpt, delivered):
     assert "sent, 2 attempt(s)" in line, status
     assert run_report(daemon.config_path).returncode == 0
     assert len(receiver.received()) == 2   # sent is final
+
+
+def test_a_dane_domains_report_from_real_postfix_is_tlsa_with_its_records(rpt, delivered, pki):
+    """The report JSON a real Postfix 3.7 run gives for DANE domains (printed: the note quotes it)."""
+    daemon, postfix, mx, receiver, dane_receiver = rpt
+    if not dane_receiver.received():   # not sent yet by the mailto test's run
+        run_report(daemon.config_path, "--day", TODAY)
+    wait_until(lambda: len(dane_receiver.received()) >= 2, 60,
+               f"the DANE reports\n{run_report(daemon.config_path, '--status').stdout}")
+    reports = {post.path: json.loads(gzip.decompress(post.body)) for post in dane_receiver.received()}
+    assert set(reports) == {f"/{label}" for label in DANE_MAILS}
+    for label, report in sorted(reports.items()):
+        print(f"\n{label}:\n{json.dumps(report, indent=2)}")
+        assert report_problems(report) == [], report
+    [good] = reports["/rpt-dane"]["policies"]
+    assert good["policy"] == {"policy-type": "tlsa", "policy-domain": "rpt-dane.test",
+                              "policy-string": [dane_record(pki, "rpt-dane")]}
+    assert good["summary"] == {"total-successful-session-count": 2, "total-failure-session-count": 0}
+    assert "failure-details" not in good
+    [notls] = reports["/rpt-danenotls"]["policies"]
+    assert notls["policy"] == {"policy-type": "tlsa", "policy-domain": "rpt-danenotls.test",
+                               "policy-string": [dane_record(pki, "rpt-danenotls")]}
+    assert notls["summary"] == {"total-successful-session-count": 0, "total-failure-session-count": 1}
+    [detail] = notls["failure-details"]
+    assert detail["result-type"] == "starttls-not-supported" and detail["failed-session-count"] == 1
+    assert detail["receiving-mx-hostname"] == "mx.rpt-danenotls.test"
+    assert detail["receiving-ip"] == DANE_IPS["rpt-danenotls"]
+    assert detail["sending-mta-ip"] == kernel_source(DANE_IPS["rpt-danenotls"])

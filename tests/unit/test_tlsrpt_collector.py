@@ -232,3 +232,19 @@ def test_when_committed_fires_after_the_commit_and_fails_if_it_never_comes():
     spool.stop().addBoth(stopped.append)
     clock.run_thread_results()              # the last try fails
     assert len(second) == 1 and "not spooled" in second[0].getErrorMessage()
+
+
+def test_a_policy_added_is_seen_by_this_process_until_and_while_it_is_committed():
+    clock = ClockReactor()
+    writer = RecordingWriter(clock, fail=1)
+    spool = OutcomeSpool(clock, writer, 0.2)
+    spool.add([], policies=[("a.test", '{"policy-type":"tlsa"}')])
+    assert spool.uncommitted_policy("a.test") == '{"policy-type":"tlsa"}' and spool.uncommitted_policy("b.test") is None
+    clock.advance(0.2)                       # in flight: still seen
+    assert spool.uncommitted_policy("a.test") == '{"policy-type":"tlsa"}'
+    clock.run_thread_results()               # failed: back in memory
+    assert spool.uncommitted_policy("a.test") == '{"policy-type":"tlsa"}'
+    clock.advance(0.2)
+    clock.run_thread_results()               # committed: the store has it now
+    assert spool.uncommitted_policy("a.test") is None
+    spool.stop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import ipaddress
 import sqlite3
 import subprocess
 import time
@@ -81,6 +83,15 @@ def spooled_sessions(db: Path) -> int:
     return row[0]
 
 
+def kernel_source(destination: str) -> str:
+    """``ip route get``'s src: the kernel's source address towards ``destination`` ("" without a route),
+    found independently of the daemon's own probe."""
+    found = subprocess.run(["ip", "-o", "route", "get", destination], capture_output=True, text=True,
+                           check=False)   # no route: an error, and no src
+    words = found.stdout.split()
+    return words[words.index("src") + 1] if "src" in words else ""
+
+
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -99,3 +110,86 @@ def run_report(config: Path, *args: str, timeout_s: float = 60) -> subprocess.Co
 def start_report(config: Path, *args: str) -> subprocess.Popen[bytes]:
     """``mtasts-resolver -c CONFIG report ARGS``, started (output on one pipe)."""
     return start_cli("-c", str(config), "report", *args)
+
+
+RESULT_TYPES = {"starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
+                "certificate-not-trusted", "validation-failure", "tlsa-invalid", "dnssec-invalid", "dane-required",
+                "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid"}
+_DETAIL_TEXT = ("receiving-mx-hostname", "receiving-mx-helo", "additional-information", "failure-reason-code")
+
+
+def report_problems(report: object) -> list[str]:
+    """What a strict receiver finds wrong in a report's JSON (RFC 8460 §4.3, §4.4); [] when nothing."""
+    problems: list[str] = []
+
+    def need(ok: bool, what: str) -> bool:
+        if not ok:
+            problems.append(what)
+        return ok
+
+    if not need(isinstance(report, dict), "the report is not an object"):
+        return problems
+    assert isinstance(report, dict)
+    for key in ("organization-name", "contact-info", "report-id"):
+        need(isinstance(report.get(key), str) and bool(report[key]), f"{key} missing or not a string")
+    dates = report.get("date-range")
+    if need(isinstance(dates, dict), "date-range missing"):
+        for key in ("start-datetime", "end-datetime"):
+            need(isinstance(dates.get(key), str) and _rfc3339(dates[key]), f"date-range {key} not RFC 3339")
+    policies = report.get("policies")
+    if need(isinstance(policies, list) and bool(policies), "policies missing or empty"):
+        for n, entry in enumerate(policies):
+            problems += [f"policies[{n}]: {p}" for p in _entry_problems(entry)]
+    return problems
+
+
+def _entry_problems(entry: object) -> list[str]:
+    if not isinstance(entry, dict):
+        return ["not an object"]
+    problems = []
+    policy, summary = entry.get("policy"), entry.get("summary")
+    if not isinstance(policy, dict) or policy.get("policy-type") not in ("tlsa", "sts", "no-policy-found"):
+        problems.append(f"policy-type not tlsa, sts or no-policy-found: {policy!r}")
+    else:
+        if not isinstance(policy.get("policy-domain"), str) or not policy["policy-domain"]:
+            problems.append("policy-domain missing")
+        strings = policy.get("policy-string")
+        if policy["policy-type"] != "no-policy-found" and not (
+                isinstance(strings, list) and strings and all(isinstance(s, str) for s in strings)):
+            problems.append(f"policy-string of a {policy['policy-type']} policy missing or empty: {strings!r}")
+        if "mx-host" in policy and not all(isinstance(s, str) for s in policy["mx-host"]):
+            problems.append("mx-host not a list of strings")
+    counts = ("total-successful-session-count", "total-failure-session-count")
+    if not isinstance(summary, dict) or not all(_count(summary.get(key)) for key in counts):
+        problems.append(f"summary counts missing or not counts: {summary!r}")
+    for detail in entry.get("failure-details", []):
+        if not isinstance(detail, dict) or detail.get("result-type") not in RESULT_TYPES:
+            problems.append(f"failure detail with an unknown result-type: {detail!r}")
+            continue
+        if not _count(detail.get("failed-session-count")) or detail["failed-session-count"] == 0:
+            problems.append(f"failed-session-count missing or 0: {detail!r}")
+        for key in ("sending-mta-ip", "receiving-ip"):
+            if key in detail and not _ip(detail[key]):
+                problems.append(f"{key} not an IP address: {detail[key]!r}")
+        problems += [f"{key} not a string" for key in _DETAIL_TEXT if key in detail and not isinstance(detail[key], str)]
+    return problems
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _ip(value: object) -> bool:
+    try:
+        ipaddress.ip_address(value)   # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True
+
+
+def _rfc3339(text: str) -> bool:
+    try:
+        datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return text.endswith("Z") or "+" in text[10:] or "-" in text[10:]

@@ -6,6 +6,17 @@ the committed outcomes end: nothing counted twice, nothing skipped (only
 sessions whose lines straddle the crash are lost, since the correlation
 state is in memory).  Rotation: the old file is read to its end, then the
 new one from its start.
+
+Lines wait ``settle_s`` after they are read before they are counted.  A
+session is reported under the policy in force that the resolution for it
+wrote to the store, and that write reaches the store with the worker's next
+spool commit, up to ``spool_flush_interval_s`` (plus the commit) after the
+answer; the MTA can log the session's end a few milliseconds after the
+answer.  Counted at once, such a line found no policy (a DANE domain's
+session was ``no-policy-found``); ``settle_s`` is the flush interval plus
+:data:`COMMIT_MARGIN_S`.  Lines still waiting when the daemon stops are not
+counted: the committed cursor is before them, so the next start reads them
+again.
 """
 
 from __future__ import annotations
@@ -13,11 +24,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from collections import deque
 from collections.abc import Callable
 from typing import IO
 
 from twisted.application.internet import TimerService
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
@@ -26,6 +38,42 @@ from mtasts_resolver.tlsrpt.spool import OutcomeSpool
 
 LineParser = Callable[[str, float], list[Outcome]]
 MAX_READ_BYTES = 4 * 1024 * 1024  # per poll, so a huge backlog does not block the reactor for long
+COMMIT_MARGIN_S = 1.0             # what a spool commit may take on a busy disk, on top of the flush interval
+
+
+class SettlingLines:
+    """Read lines, counted ``settle_s`` after they were read, in order, with the cursor just past them."""
+
+    def __init__(self, reactor: IReactorTime, spool: OutcomeSpool, feed: str, parse: LineParser,
+                 settle_s: float) -> None:
+        self._reactor, self._spool, self._feed, self._parse, self._settle_s = reactor, spool, feed, parse, settle_s
+        self._waiting: deque[tuple[float, list[str], str]] = deque()   # (read at, lines, cursor after them)
+        self._timer: IDelayedCall | None = None
+
+    def put(self, lines: list[str], cursor: str) -> None:
+        self._waiting.append((self._reactor.seconds(), lines, cursor))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is None and self._waiting:
+            due = self._waiting[0][0] + self._settle_s - self._reactor.seconds()
+            self._timer = self._reactor.callLater(max(due, 0.0), self._count)
+
+    def _count(self) -> None:
+        self._timer = None
+        now = self._reactor.seconds()
+        while self._waiting and self._waiting[0][0] + self._settle_s <= now:
+            read_at, lines, cursor = self._waiting.popleft()
+            self._spool.add([outcome for line in lines for outcome in self._parse(line, read_at)],
+                            (self._feed, cursor))
+        self._schedule()
+
+    def stop(self) -> None:
+        """Forget what waits: the committed cursor is before it, so it is read again at the next start."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._waiting.clear()
 
 
 class FileFollower(TimerService):
@@ -34,14 +82,11 @@ class FileFollower(TimerService):
     log = Logger()
 
     def __init__(self, reactor: IReactorTime, spool: OutcomeSpool, feed: str, path: str, parse: LineParser,
-                 interval_s: float, cursor: str | None) -> None:
+                 interval_s: float, cursor: str | None, settle_s: float) -> None:
         super().__init__(interval_s, self.poll)
         self.clock = reactor
-        self._reactor = reactor
-        self._spool = spool
-        self._feed = feed
+        self._lines = SettlingLines(reactor, spool, feed, parse, settle_s)
         self._path = path
-        self._parse = parse
         self._handle: IO[bytes] | None = None
         self._inode = 0
         self._start = _parse_cursor(cursor)
@@ -84,14 +129,11 @@ class FileFollower(TimerService):
         self._handle.seek(start + end)  # a partial last line is read again next time
         if not end:
             return
-        now = self._reactor.seconds()
-        outcomes: list[Outcome] = []
-        for line in data[:end].decode("utf-8", "replace").splitlines():
-            outcomes += self._parse(line, now)
-        self._spool.add(outcomes, (self._feed, f"{self._inode}:{start + end}"))
+        self._lines.put(data[:end].decode("utf-8", "replace").splitlines(), f"{self._inode}:{start + end}")
 
     def stopService(self):
         result = super().stopService()
+        self._lines.stop()
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -132,8 +174,9 @@ class JournalFollower(ProcessProtocol):
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorTime, spool: OutcomeSpool, feed: str, parse: LineParser) -> None:
-        self._reactor, self._spool, self._feed, self._parse = reactor, spool, feed, parse
+    def __init__(self, reactor: IReactorTime, spool: OutcomeSpool, feed: str, parse: LineParser,
+                 settle_s: float) -> None:
+        self._lines = SettlingLines(reactor, spool, feed, parse, settle_s)
         self._buffer = b""
 
     @staticmethod
@@ -146,8 +189,7 @@ class JournalFollower(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
-        now = self._reactor.seconds()
-        outcomes: list[Outcome] = []
+        found_lines: list[str] = []
         cursor = None
         for raw in lines:
             try:
@@ -158,11 +200,14 @@ class JournalFollower(ProcessProtocol):
                 continue
             line = journal_line(entry)
             if line is not None:
-                outcomes += self._parse(line, now)
+                found_lines.append(line)
             found = entry.get("__CURSOR")
             cursor = found if isinstance(found, str) and found.isascii() else cursor
         if cursor is not None:
-            self._spool.add(outcomes, (self._feed, cursor))
+            self._lines.put(found_lines, cursor)
+
+    def stop(self) -> None:
+        self._lines.stop()
 
     def processEnded(self, reason) -> None:
         self.log.error("journalctl stopped: {reason}; Postfix log lines are no longer counted",

@@ -3,6 +3,14 @@
 Order matters on the way down: the feeds stop first, then the spool
 commits what they gave it, then the store closes (``MultiService`` stops
 children in reverse order of addition).
+
+The feeds report a session under the policy in force that the resolution
+for it recorded: this process's own spool has it at once (not committed
+yet), another worker's reaches the store with that worker's next commit.
+So the log followers count lines only once that commit is surely done
+(``logfollow.SettlingLines``); the Exim event socket cannot wait (Exim
+waits for its ``OK``), so an event that follows a resolution in another
+worker within its ``spool_flush_interval_s`` may miss that policy.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from mtasts_resolver.net.sockets import adopt_listener, stream_listener
 from mtasts_resolver.policy.model import CachedPolicy, Mode
 from mtasts_resolver.tlsrpt.feeds.collector import DatagramCollector
 from mtasts_resolver.tlsrpt.feeds.exim_events import EximEventFactory, EximLogCorrelator
-from mtasts_resolver.tlsrpt.feeds.logfollow import FileFollower, JournalFollower
+from mtasts_resolver.tlsrpt.feeds.logfollow import COMMIT_MARGIN_S, FileFollower, JournalFollower
 from mtasts_resolver.store import StoreError
 from mtasts_resolver.tlsrpt.model import (HOST_POLICY_PREFIX, PolicyType, ReportPolicy, report_policy_from_json,
                                           sts_report_policy)
@@ -93,6 +101,7 @@ class JournalService(Service):
 
     def stopService(self) -> None:
         super().stopService()
+        self._follower.stop()
         if self._process is not None and self._process.pid is not None:
             self._process.signalProcess("TERM")
 
@@ -119,24 +128,27 @@ def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
     services: list[Service] = []
     host_policy_for: Callable[[str], ReportPolicy | None] = lambda host: None
     if hasattr(store, "policy_in_force"):
-        policy_for = stored_policy_lookup(store.policy_in_force, policy_for, reactor.seconds)
-        stored = stored_policy_lookup(store.policy_in_force, lambda key: None, reactor.seconds)
+        def read(key: str) -> str | None:   # this process's newest first, then what every worker committed
+            return spool.uncommitted_policy(key) or store.policy_in_force(key)
+        policy_for = stored_policy_lookup(read, policy_for, reactor.seconds)
+        stored = stored_policy_lookup(read, lambda key: None, reactor.seconds)
         host_policy_for = lambda host: stored(HOST_POLICY_PREFIX + host)   # noqa: E731
     ip = RouteSource(settings.sending_mta_ip)   # configured, else the kernel's route source per receiving IP
+    settle_s = settings.spool_flush_interval_s + COMMIT_MARGIN_S   # until every worker's policies are committed
     if settings.collector_socket:
         services.append(DatagramCollector(reactor, spool, settings.collector_spec, settings.collector_rcvbuf_bytes))
     if settings.postfix_log:
         postfix = PostfixLogCorrelator(policy_for, ip, host_policy_for)
         if settings.postfix_log == JOURNAL:
-            services.append(JournalService(reactor, JournalFollower(reactor, spool, POSTFIX_FEED, postfix.feed),
-                                           store.feed_cursor(POSTFIX_FEED)))
+            services.append(JournalService(reactor, JournalFollower(reactor, spool, POSTFIX_FEED, postfix.feed,
+                                                                    settle_s), store.feed_cursor(POSTFIX_FEED)))
         else:
             services.append(FileFollower(reactor, spool, POSTFIX_FEED, settings.postfix_log, postfix.feed,
-                                         settings.log_poll_interval_s, store.feed_cursor(POSTFIX_FEED)))
+                                         settings.log_poll_interval_s, store.feed_cursor(POSTFIX_FEED), settle_s))
     if settings.exim_log:
         services.append(FileFollower(reactor, spool, EXIM_FEED, settings.exim_log,
                                      EximLogCorrelator(policy_for, ip, host_policy_for).feed, settings.log_poll_interval_s,
-                                     store.feed_cursor(EXIM_FEED)))
+                                     store.feed_cursor(EXIM_FEED), settle_s))
     if settings.exim_event_socket:
         services.append(_UnixStreamService(reactor, settings.exim_event_spec,
                                            EximEventFactory(spool, policy_for, ip, reactor)))

@@ -89,7 +89,8 @@ class MailSubmitter:
         try:
             await done
         except Exception as exc:  # twisted.mail raises SMTPClientError, TLS and connection errors alike
-            errors = tls_errors(Failure(exc))
+            # twisted.mail wraps a failed STARTTLS check in SMTPConnectError, the TLS error as its cause
+            errors = [e for inner in (exc, exc.__cause__) if inner is not None for e in tls_errors(Failure(inner))]
             why = f"certificate of {self._tls_name!r} not valid: {errors[0]}" if errors else (str(exc) or
                                                                                               type(exc).__name__)
             raise DeliveryFailed(f"SMTP submission to {self._smtp}: {why}") from exc
