@@ -268,8 +268,9 @@ class TlsrptConfig:
     spool_flush_interval_s: float = field(default=0.2, metadata=_meta(minimum=0.01,
         doc="Outcomes are committed to the spool this often: the most a kill -9 can lose."))
     sending_mta_ip: str = field(default="", metadata=_meta(
-        doc="sending-mta-ip written into failure details for feeds that do not log it (the Postfix and Exim logs); \"\": "
-            "the source address of the kernel's route to the receiving IP (right unless the MTA binds another)."))
+        doc="sending-mta-ip written into failure details for feeds that do not log it (the Postfix and Exim logs) and "
+            "the daemon's own policy-discovery failures; \"\": the source address of the kernel's route to the receiving "
+            "IP, or to the Internet when no MX was contacted (right unless the MTA binds another)."))
 
     # -- reports (mtasts-resolver report)
     organization_name: str = field(default="", metadata=_meta(
