@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -39,8 +38,8 @@ STS_LINES = ["version: STSv1", "mode: enforce", "mx: mx.rpt-fx.test", "max_age: 
 WORKER_INDEX_ENV = "MTASTS_RESOLVER_WORKER"   # app/workers.py
 
 
-def daemon_in(work, tlsrpt: str, extra: str = "") -> DaemonProcess:
-    return DaemonProcess(work / "daemon", f"[tlsrpt]\nspool_flush_interval_s = 0.1\n{tlsrpt}\n{extra}")
+def daemon_in(work, tlsrpt: str, extra: str = "", flush_interval_s: float = 0.1) -> DaemonProcess:
+    return DaemonProcess(work / "daemon", f"[tlsrpt]\nspool_flush_interval_s = {flush_interval_s}\n{tlsrpt}\n{extra}")
 
 
 def cache_db(daemon: DaemonProcess):
@@ -125,7 +124,9 @@ def test_with_two_workers_the_feed_knows_the_policy_the_other_worker_fetched(dns
     with private_workdir("mtasts-rptpool-") as work:
         log = work / "maillog"
         log.write_text("")
-        daemon = daemon_in(work, f'postfix_log = "{log}"\nlog_poll_interval_s = 0.1\n', world_config(dns_world, pki))
+        # worker 1's policy reaches the store up to 0.5 s after its answer; the feed reads the log every 0.1 s
+        daemon = daemon_in(work, f'postfix_log = "{log}"\nlog_poll_interval_s = 0.1\n', world_config(dns_world, pki),
+                           flush_interval_s=0.5)
         daemon.config_path.write_text(daemon.config_path.read_text().replace('log_level = "debug"',
                                                                              'log_level = "debug"\nworkers = 2'))
         daemon.start()
@@ -135,10 +136,9 @@ def test_with_two_workers_the_feed_knows_the_policy_the_other_worker_fetched(dns
             os.kill(workers[0], signal.SIGSTOP)   # worker 0 runs the feeds; worker 1 must resolve
             try:
                 assert daemon.postmap(domain) == (0, "secure match=mx.rpt-fx-pool.test servername=hostname")
-                wait_until(lambda: _policy_stored(cache_db(daemon), domain), 10, "worker 1's policy in the store")
             finally:
                 os.kill(workers[0], signal.SIGCONT)
-            with log.open("a") as handle:
+            with log.open("a") as handle:   # at once, as Postfix would: before worker 1's commit, maybe
                 handle.write(postfix_lines(NOW, domain, f"mx.{domain}", f"{NET}.42"))
             rows = wait_until(lambda: by_domain(cache_db(daemon)).get(domain), 10, f"the session\n{daemon.log_tail()}")
         finally:
@@ -147,14 +147,6 @@ def test_with_two_workers_the_feed_knows_the_policy_the_other_worker_fetched(dns
     assert kinds == {("failure", ""): 1, ("detail", "certificate-host-mismatch"): 1}   # not a "success"
     assert {policy["policy-type"] for policy, *_ in rows} == {"sts"}
     assert rows[0][0]["policy-string"] == sts_policy(f"mx.{domain}").decode().splitlines()
-
-
-def _policy_stored(db, domain: str) -> bool:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return bool(conn.execute("SELECT 1 FROM tlsrpt_policy WHERE domain = ?", (domain,)).fetchall())
-    except sqlite3.OperationalError:
-        return False
 
 
 # -- a backlog read after midnight --------------------------------------------------------------------------------
