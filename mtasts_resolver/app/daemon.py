@@ -144,17 +144,28 @@ class Daemon:
         return counts
 
     async def start(self) -> None:
-        """Start the background work, then the listeners; if any fails, stop everything and raise."""
-        for service in [*self._background, *self.listeners]:
+        """Start the background work (resolver processes first), then the listeners; if any fails, stop all and raise."""
+        for service in self._background:
+            await self._start(service)
+        if self.lookups.processes is not None:
             try:
-                service.startService()
-            except Exception as exc:  # noqa: BLE001 - whatever it was, nothing may stay half-started
-                status = EX_CONFIG if isinstance(exc, KeyError) else (
-                    EX_UNAVAILABLE if isinstance(exc, OSError) else EX_SOFTWARE)
-                if status == EX_SOFTWARE:
-                    log.failure("cannot start {service}", service=type(service).__name__)
+                await self.lookups.processes.started()
+            except Exception as exc:  # noqa: BLE001 - a child that cannot start: no lookup could be resolved
                 await self.stop()
-                raise Fatal(f"cannot start {_name(service)}: {exc}", status) from None
+                raise Fatal(f"cannot start the resolver processes: {exc}", EX_SOFTWARE) from None
+        for listener in self.listeners:
+            await self._start(listener)
+
+    async def _start(self, service: Service) -> None:
+        try:
+            service.startService()
+        except Exception as exc:  # noqa: BLE001 - whatever it was, nothing may stay half-started
+            status = EX_CONFIG if isinstance(exc, KeyError) else (
+                EX_UNAVAILABLE if isinstance(exc, OSError) else EX_SOFTWARE)
+            if status == EX_SOFTWARE:
+                log.failure("cannot start {service}", service=type(service).__name__)
+            await self.stop()
+            raise Fatal(f"cannot start {_name(service)}: {exc}", status) from None
 
     async def stop(self) -> None:
         """Each step runs even if one before it failed: the spool's thread must stop, the cache must close."""
@@ -241,11 +252,12 @@ def assemble(reactor, config: Config) -> Daemon:
         opened.callback(spool.stop)   # stops its writer thread: a thread left running keeps the process alive
         persistent = RetryingPolicyStore(store, reactor)
         sink = resolution_sink(spool.add, reactor.seconds, RouteSource(config.tlsrpt.sending_mta_ip))
-        lookups = build_lookups(config, reactor, persistent, sink)
+        lookups = build_lookups(config, reactor, persistent, sink, offload=True)
         loaded = _load_cache(lookups, config)
         log.info("loaded {count} cached policies from {path}", count=loaded, path=config.cache_path)
         log_fd_budget(config)
-        background: list[Service] = []
+        # Stopped last (background work stops in reverse): lookups in flight at stop still need them.
+        background: list[Service] = [lookups.processes] if lookups.processes is not None else []
         if worker_index() == 0:  # one collector and one log follower, however many workers
             background += feed_services(config.tlsrpt, reactor, spool, store,
                                         policy_lookup(lookups.policy.cached_policy))
