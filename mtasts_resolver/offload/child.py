@@ -20,9 +20,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mtasts_resolver.config import Config
+from mtasts_resolver.limits import LIMITS
 from mtasts_resolver.net.local import LocalFailure
 from mtasts_resolver.net.network import Network, build_network
-from mtasts_resolver.offload.wire import HELLO, METHODS, MessageChannel
+from mtasts_resolver.offload.wire import HELLO, LIMIT, METHODS, MessageChannel
 
 log = Logger(namespace="mtasts_resolver.resolver")
 
@@ -55,6 +56,7 @@ class ResolverChild:
         from mtasts_resolver.app.logs import start_logging
 
         start_logging(config.daemon.log_level)
+        LIMITS.forward_to(lambda limit, detail: self.channel.send((LIMIT, limit, detail)))
         self._network = build_network(config, self._reactor)
         self.channel.send((HELLO, True, os.getpid()))
 

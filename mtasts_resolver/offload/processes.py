@@ -26,8 +26,9 @@ from twisted.python.failure import Failure
 
 import mtasts_resolver
 from mtasts_resolver.config import Config
+from mtasts_resolver.limits import LIMITS
 from mtasts_resolver.net.local import LocalFailure
-from mtasts_resolver.offload.wire import HELLO, MessageChannel
+from mtasts_resolver.offload.wire import HELLO, LIMIT, MessageChannel
 from mtasts_resolver.policy.dane import DaneResult
 from mtasts_resolver.policy.model import NoStsTxt, StsFailure, StsPolicy, StsTxt
 
@@ -171,6 +172,9 @@ class _Child(ProcessProtocol):
 
     def _received(self, message: object) -> None:
         call_id, ok, value = message
+        if call_id == LIMIT:
+            LIMITS.hit(ok, value)   # (LIMIT, limit, detail)
+            return
         if call_id == HELLO:
             self._said_hello = True
             waiters, self._hello_waiters = self._hello_waiters, []

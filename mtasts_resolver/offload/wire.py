@@ -8,8 +8,10 @@ wrote is unpickled, only what our own parsers made of it.
 
 Messages, daemon to child: first the :class:`~mtasts_resolver.config.Config`,
 then ``(call_id, method, domain)``.  Child to daemon: first
-:data:`HELLO` with its pid, then ``(call_id, True, result)`` or
-``(call_id, False, error_text)``.
+``(HELLO, True, pid)``, then ``(call_id, True, result)`` or
+``(call_id, False, (local, error_text))``, and ``(LIMIT, key, detail)``
+for each limit hit in the child (policy size, header caps), so that the
+daemon's one :data:`~mtasts_resolver.limits.LIMITS` counts and logs them all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from twisted.protocols.basic import Int32StringReceiver
 
 HELLO = "hello"
+LIMIT = "limit"   # (LIMIT, limit, detail): a limit hit in the child, counted and logged by the daemon
 #: Methods a child serves; each takes a domain and returns a typed result.
 METHODS = ("discover", "fetch", "dane")
 #: A policy file is at most mta_sts.max_policy_bytes; its pickle a little more.
