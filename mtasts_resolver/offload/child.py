@@ -1,6 +1,9 @@
 """A resolver process: ``python3 -m mtasts_resolver.offload.child``, started by the daemon, never by hand.
 
-It reads its configuration as the first message on stdin, builds the same
+It lowers its own CPU priority by :data:`NICENESS` first: on a busy host
+the kernel then gives the daemon's event loop (the cached answers Postfix
+waits on) the CPU before a storm of cold resolutions.  It reads its
+configuration as the first message on stdin, builds the same
 :class:`~mtasts_resolver.net.network.Network` the query tool uses, says
 hello, and then serves calls until stdin closes (the daemon stopped or
 died: a child never outlives its daemon).  Calls run concurrently; each
@@ -26,6 +29,9 @@ from mtasts_resolver.net.network import Network, build_network
 from mtasts_resolver.offload.wire import HELLO, LIMIT, METHODS, MessageChannel
 
 log = Logger(namespace="mtasts_resolver.resolver")
+
+#: Added to the child's nice value (the packaged unit allows setpriority(2) for this alone).
+NICENESS = 10
 
 
 class ResolverChild:
@@ -56,6 +62,10 @@ class ResolverChild:
         from mtasts_resolver.app.logs import start_logging
 
         start_logging(config.daemon.log_level)
+        try:
+            os.nice(NICENESS)
+        except OSError as exc:   # a sandbox without setpriority(2): cold work then competes as an equal
+            log.warn("resolver process keeps its CPU priority (cannot renice: {error})", error=exc)
         LIMITS.forward_to(lambda limit, detail: self.channel.send((LIMIT, limit, detail)))
         self._network = build_network(config, self._reactor)
         self.channel.send((HELLO, True, os.getpid()))

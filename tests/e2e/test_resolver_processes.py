@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mtasts_resolver.offload.child import NICENESS
 from tests.world import Route
 from tests.world.daemon import DaemonProcess, world_config
 from tests.world.fixtures import WORLD_ID
@@ -99,3 +100,13 @@ def test_the_resolver_process_never_outlives_the_daemon(daemon, how):
     [child] = children(daemon.proc.pid)
     daemon.stop(how)
     assert gone(child, 10), f"resolver process {child} still running after the daemon got {how!r}"
+
+
+def nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_the_resolver_process_yields_the_cpu_to_the_event_loop(daemon):
+    [child] = children(daemon.proc.pid)
+    assert nice(child) == min(nice(daemon.proc.pid) + NICENESS, 19)
+    assert "cannot renice" not in daemon.log_tail(200)
