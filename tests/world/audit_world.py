@@ -123,10 +123,15 @@ class AuditWorld:
         return run_cli("-c", str(config or self.config), "audit", *args)
 
 
-def audit_config(dns_world, pki, state_dir: Path) -> str:
-    """A configuration pointing at the test world, its cache and spool in ``state_dir``."""
-    return (f'[daemon]\nstate_dir = "{state_dir}"\n\n[dane]\nprobe_name = "test."\nprobe_type = "SOA"\n\n'
-            + world_config(dns_world, pki, http_timeout_s=5))
+def audit_config(dns_world, pki, state_dir: Path, *, validating: bool = True) -> str:
+    """A configuration pointing at the test world, its cache and spool in ``state_dir``.
+
+    ``validating=False`` points it at the world's non-validating resolver instead.
+    """
+    tables = world_config(dns_world, pki, http_timeout_s=5)
+    if not validating:
+        tables = tables.replace(f'"{dns_world.resolver()[0]}"', f'"{dns_world.resolver(validating=False)[0]}"')
+    return f'[daemon]\nstate_dir = "{state_dir}"\n\n[dane]\nprobe_name = "test."\nprobe_type = "SOA"\n\n' + tables
 
 
 @pytest.fixture(scope="module")
