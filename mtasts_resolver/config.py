@@ -332,6 +332,22 @@ class TlsrptConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics over HTTP (README "Metrics and status"), and the per-worker counts ``status`` reads."""
+
+    listen: HostPort | None = field(default=None, metadata=_meta(
+        doc="\"HOST:PORT\" serving GET /metrics (Prometheus text format); unset: no metrics listener. Anyone who can "
+            "connect can read the counts: keep it on loopback or a management network."))
+    max_connections: int = field(default=16, metadata=_meta(minimum=1,
+        doc="Connections to the metrics listener at once; one more is closed at once (a scraper needs one)."))
+    timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1,
+        doc="A metrics connection idle this long is closed."))
+    snapshot_interval_s: float = field(default=5.0, metadata=_meta(minimum=0.1,
+        doc="How often each worker writes its counts to STATE_DIR/status/worker-N.json: what worker 0's metrics sum "
+            "(daemon.workers > 1) and what `mtasts-resolver status` shows of a running daemon."))
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = DaemonConfig()
     listen: tuple[ListenConfig, ...] = DEFAULT_LISTENERS
@@ -340,6 +356,7 @@ class Config:
     dane: DaneConfig = DaneConfig()
     cache: CacheConfig = CacheConfig()
     tlsrpt: TlsrptConfig = TlsrptConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def state_dir(self) -> Path:

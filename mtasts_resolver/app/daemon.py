@@ -32,10 +32,13 @@ from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFT
 from mtasts_resolver.app.listeners import (ListenerService, bind_listener, finished_within, log_fd_budget, table_factory,
                                             where)
 from mtasts_resolver.app.logs import set_level, start_logging
+from mtasts_resolver.app.metrics import Sources, bind_metrics, metrics_services, sample
 from mtasts_resolver.app.reload import plan_reload
 from mtasts_resolver.app.systemd import Supervisor
 from mtasts_resolver.app.workers import inherited_fds, worker_index
 from mtasts_resolver.config import Config, ConfigError, ListenConfig, load_config
+from mtasts_resolver.lookup import LookupService
+from mtasts_resolver.metrics.counting import CountingLookups, Tally, both
 from mtasts_resolver.protocols import ConnectionBudget
 from mtasts_resolver.store import CannotCreate, DamagedCache, PolicyStore, StoreError, open_store
 from mtasts_resolver.store.retrying import RetryingPolicyStore
@@ -131,6 +134,7 @@ class Daemon:
         self._spool = spool
         self._store = store
         self._connections = ConnectionBudget(config.daemon.max_connections)   # every listener's together
+        self.lookup: LookupService = lookups.policy   # what the listeners ask (counted: assemble)
 
     @property
     def connections(self) -> int:
@@ -227,7 +231,7 @@ class Daemon:
         return plan.restart_needed, left_out
 
     def _listener(self, listen: ListenConfig, sock) -> ListenerService:
-        return ListenerService(self.reactor, sock, table_factory(listen, self.lookups.policy, self._connections), listen,
+        return ListenerService(self.reactor, sock, table_factory(listen, self.lookup, self._connections), listen,
                                self.config.daemon.drain_timeout_s)
 
 
@@ -251,8 +255,12 @@ def assemble(reactor, config: Config) -> Daemon:
         spool = OutcomeSpool(reactor, writer, config.tlsrpt.spool_flush_interval_s)
         opened.callback(spool.stop)   # stops its writer thread: a thread left running keeps the process alive
         persistent = RetryingPolicyStore(store, reactor)
+        tally = Tally()
+        metrics_socket = None
+        if worker_index() == 0 and config.metrics.listen is not None:   # one /metrics for all workers
+            metrics_socket = opened.enter_context(bind_metrics(config))
         sink = resolution_sink(spool.add, reactor.seconds, RouteSource(config.tlsrpt.sending_mta_ip))
-        lookups = build_lookups(config, reactor, persistent, sink, offload=True)
+        lookups = build_lookups(config, reactor, persistent, both(tally.resolution, sink), offload=True)
         loaded = _load_cache(lookups, config)
         log.info("loaded {count} cached policies from {path}", count=loaded, path=config.cache_path)
         log_fd_budget(config)
@@ -266,7 +274,14 @@ def assemble(reactor, config: Config) -> Daemon:
             # DNSSEC validation probe: at start-up (DANE lookups wait for it) and periodically.
             background.append(_timer(reactor, config.dane.probe_interval_s, lookups.probe.check))
         daemon = Daemon(reactor, config, lookups, [], background, spool, persistent)
+        daemon.lookup = CountingLookups(lookups.policy, tally)
         daemon.listeners = [daemon._listener(listen, sock) for listen, sock in zip(config.listen, sockets)]
+        sources = Sources(tally, lambda: lookups.policy.domains_cached, lambda: daemon.connections, spool,
+                          config.dane.enabled, lookups.probe)
+        started_at = reactor.seconds()
+        background += metrics_services(reactor, config,
+                                       lambda: sample(sources, worker_index(), started_at, reactor.seconds()),
+                                       store.deliveries, metrics_socket)
         opened.pop_all()
         return daemon
 
