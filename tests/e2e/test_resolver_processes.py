@@ -11,6 +11,7 @@ the daemon, however the daemon ends.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import time
 from pathlib import Path
@@ -110,3 +111,19 @@ def test_the_resolver_process_yields_the_cpu_to_the_event_loop(daemon):
     [child] = children(daemon.proc.pid)
     assert nice(child) == min(nice(daemon.proc.pid) + NICENESS, 19)
     assert "cannot renice" not in daemon.log_tail(200)
+
+
+def test_out_of_file_descriptors_is_temp_never_notfound(daemon):
+    """The resolver process cannot open one more socket: a new enforce domain is TEMP, and nothing is cached."""
+    [child] = children(daemon.proc.pid)
+    before = resource.prlimit(child, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{child}/fd"))
+    resource.prlimit(child, resource.RLIMIT_NOFILE, (in_use, before[1]))   # no DNS socket, no fetch
+    try:
+        for _ in range(3):
+            answer = ask(daemon, "offload-b")
+            assert answer.startswith(b"TEMP "), answer
+    finally:
+        resource.prlimit(child, resource.RLIMIT_NOFILE, before)
+    assert ask(daemon, "offload-b") == expected("offload-b")       # not remembered: resolved now
+    assert "limit local resources reached" in daemon.log_tail(200)

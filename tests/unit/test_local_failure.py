@@ -15,9 +15,11 @@ from twisted.web._newclient import RequestNotSent, ResponseFailed
 from mtasts_resolver.config import MtaStsConfig
 from mtasts_resolver.limits import LimitLog
 from mtasts_resolver.lookup import AnswerKind
+from mtasts_resolver.net.limits import CappedConnections, HeaderLimits
 from mtasts_resolver.net.local import LocalFailure, exhaustion
+from mtasts_resolver.net.sts_fetch import PolicyFetcher
 from mtasts_resolver.offload.wire import MessageChannel
-from mtasts_resolver.policy.model import StsTxt
+from mtasts_resolver.policy.model import FailureType, StsFailure, StsTxt
 from mtasts_resolver.service import LOCAL_LIMIT, LOCAL_TROUBLE, PolicyService
 from mtasts_resolver.store.sqlite import SqliteStore
 from tests.unit.helpers import ENFORCE, POLICY, START, ScriptedResolver, results
@@ -109,3 +111,27 @@ def test_the_wire_carries_whole_values_in_order():
         receiver.dataReceived(data[i:i + 1])
     assert got == values
     assert pickle.loads(pickle.dumps(POLICY)) == POLICY
+
+
+class _CountingDns:
+    exhaustions = 0
+
+
+@pytest.mark.parametrize("problem, exhausted_meanwhile, local", [
+    (error.DNSLookupError("no results for hostname lookup"), True, True),    # our lookup could not be sent
+    (error.DNSLookupError("no results for hostname lookup"), False, False),  # the host has no address
+    (error.getConnectError((errno.EMFILE, "Too many open files")), False, True),
+    (error.ConnectionRefusedError(), False, False),
+])
+def test_the_fetch_tells_our_failure_from_the_policy_hosts(problem, exhausted_meanwhile, local):
+    dns = _CountingDns()
+    fetcher = PolicyFetcher(Clock(), dns, None, 10, 65536)
+    connections = CappedConnections(Clock(), None, 10, HeaderLimits(8192, 100, 10), "mta-sts.example.com")
+    count = dns.exhaustions
+    dns.exhaustions += exhausted_meanwhile
+    if local:
+        with pytest.raises(LocalFailure):
+            fetcher._classify(Failure(problem), "https://mta-sts.example.com/", connections, count)
+    else:
+        failure = fetcher._classify(Failure(problem), "https://mta-sts.example.com/", connections, count)
+        assert isinstance(failure, StsFailure) and failure.type is FailureType.FETCH_ERROR
