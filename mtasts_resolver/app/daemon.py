@@ -60,6 +60,8 @@ async def run(reactor, config: Config, config_path: str | None) -> int:
         log.critical("cannot start: {error}", error=exc)
         return exc.status
     supervisor = Supervisor(reactor, daemon.counts, config.dane.enabled, daemon.lookups.probe)
+    if daemon.lookups.processes is not None:   # a resolver process down or back: STATUS says so at once
+        daemon.lookups.processes.subscribe(supervisor.changed)
     one_at_a_time = DeferredLock()
 
     def on_sighup(*_: object) -> None:
@@ -145,6 +147,8 @@ class Daemon:
         counts = f"{self.lookups.policy.domains_cached} domains cached, {self.connections} client connections"
         if self._store.waiting:
             counts = f"{counts}, {self._store.waiting} policies NOT persisted yet (see the log)"
+        if self.lookups.processes is not None and (down := self.lookups.processes.down):
+            counts = f"{counts}, resolver process {', '.join(map(str, down))} DOWN: new domains answered TEMP"
         return counts
 
     async def start(self) -> None:

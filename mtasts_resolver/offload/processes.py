@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.application.service import Service
@@ -55,6 +56,7 @@ class ResolverProcesses(Service):
                                config.dane.timeout_s) + DEADLINE_SLACK_S
         self._children: list[_Child | None] = [None] * count
         self._stopping = False
+        self._listeners: list[Callable[[], None]] = []
 
     # -- what the lookup service calls: the Network interface --------------------
 
@@ -88,8 +90,18 @@ class ResolverProcesses(Service):
         d.addErrback(lambda failure: failure.value.subFailure if failure.check(FirstError) else failure)
         return d.addTimeout(START_TIMEOUT_S, self._reactor)
 
-    def pids(self) -> list[int]:
-        return [child.pid for child in self._children if child is not None and child.pid is not None]
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever a child goes down or comes back (:attr:`down` changed)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    @property
+    def down(self) -> list[int]:
+        """The children not running now (died, waiting to be started again): for STATUS."""
+        return [index for index, child in enumerate(self._children) if child is None]
 
     def _start(self, index: int) -> None:
         child = _Child(self, index, self._config)
@@ -109,12 +121,14 @@ class ResolverProcesses(Service):
         log.critical("resolver process {index} (pid {pid}) ended: {why}; new domains are answered TEMP until it "
                      "is back in {delay:g} s", index=child.index, pid=child.pid, why=reason.getErrorMessage(),
                      delay=RESTART_DELAY_S)
+        self._changed()
         self._reactor.callLater(RESTART_DELAY_S, self._restart, child.index)
 
     def _restart(self, index: int) -> None:
         if not self._stopping and self._children[index] is None:
             self._start(index)
             log.info("resolver process {index} started again", index=index)
+            self._changed()
 
     def stopService(self) -> Deferred[None]:
         """Close each child's stdin (it exits when it sees the end); kill those still there after STOP_TIMEOUT_S."""

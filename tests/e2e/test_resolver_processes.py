@@ -88,7 +88,12 @@ def test_a_killed_resolver_process_means_temp_then_it_is_back(daemon):
     answer = ask(daemon, "offload-b")
     assert answer.startswith(b"TEMP "), answer                     # never NOTFOUND: a downgrade
     assert ask(daemon, "offload-a") == expected("offload-a")        # the cached domain: from memory
+    assert daemon.wait_for("resolver process 0 DOWN: new domains answered TEMP", 5), daemon.notifications
     assert logged(daemon, "resolver process 0 started again", 10), daemon.log_tail()
+    deadline = time.monotonic() + 5
+    while "DOWN" in daemon.notifications[-1] and time.monotonic() < deadline:
+        daemon.wait_for("(collect what has arrived)", 0.2)
+    assert "DOWN" not in daemon.notifications[-1], daemon.notifications    # STATUS: back
     assert ask(daemon, "offload-b") == expected("offload-b")        # nothing was cached from the TEMP
     [again] = children(daemon.proc.pid)
     assert again != child
