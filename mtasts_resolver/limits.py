@@ -41,8 +41,8 @@ class LimitLog:
         self._limits: dict[str, _Limit] = {}
         self._forward: Callable[[str, str], None] | None = None
 
-    def forward_to(self, forward: Callable[[str, str], None]) -> None:
-        """Hand every hit to ``forward(limit, detail)`` instead: a resolver process reports to its daemon."""
+    def forward_to(self, forward: Callable[[str, str], None] | None) -> None:
+        """Hand every hit to ``forward(limit, detail)`` instead (a resolver process reports to its daemon); None: here."""
         self._forward = forward
 
     def hit(self, limit: str, detail: str = "") -> None:

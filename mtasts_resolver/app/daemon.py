@@ -206,6 +206,8 @@ class Daemon:
         """
         plan = plan_reload(self.config, new)
         set_level(new.daemon.log_level)
+        if self.lookups.processes is not None:
+            self.lookups.processes.set_log_level(new.daemon.log_level)
         drain_timeout_s = new.daemon.drain_timeout_s
         stopping = [listener for listener in self.listeners if listener.listen in plan.stop]
         drains = [maybeDeferred(listener.stopService) for listener in stopping]

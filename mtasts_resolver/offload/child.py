@@ -22,11 +22,12 @@ from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mtasts_resolver.app.logs import set_level, start_logging
 from mtasts_resolver.config import Config
 from mtasts_resolver.limits import LIMITS
 from mtasts_resolver.net.local import LocalFailure
 from mtasts_resolver.net.network import Network, build_network
-from mtasts_resolver.offload.wire import HELLO, LIMIT, METHODS, MessageChannel
+from mtasts_resolver.offload.wire import HELLO, LIMIT, LOG_LEVEL, METHODS, MessageChannel
 
 log = Logger(namespace="mtasts_resolver.resolver")
 
@@ -47,6 +48,9 @@ class ResolverChild:
             self._configure(message)
             return
         call_id, method, domain = message
+        if call_id == LOG_LEVEL:
+            set_level(method)
+            return
         if method not in METHODS:
             self.channel.send((call_id, False, (False, f"unknown method {method!r}")))
             return
@@ -59,8 +63,6 @@ class ResolverChild:
 
     def _configure(self, config: object) -> None:
         assert isinstance(config, Config), f"the first message must be the configuration, not {type(config)}"
-        from mtasts_resolver.app.logs import start_logging
-
         start_logging(config.daemon.log_level)
         try:
             os.nice(NICENESS)

@@ -12,6 +12,7 @@ no child is running, or when no answer comes within the call deadline
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -29,7 +30,7 @@ import mtasts_resolver
 from mtasts_resolver.config import Config
 from mtasts_resolver.limits import LIMITS
 from mtasts_resolver.net.local import LocalFailure
-from mtasts_resolver.offload.wire import HELLO, LIMIT, MessageChannel
+from mtasts_resolver.offload.wire import HELLO, LIMIT, LOG_LEVEL, MessageChannel
 from mtasts_resolver.policy.dane import DaneResult
 from mtasts_resolver.policy.model import NoStsTxt, StsFailure, StsPolicy, StsTxt
 
@@ -89,6 +90,14 @@ class ResolverProcesses(Service):
         d = gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
         d.addErrback(lambda failure: failure.value.subFailure if failure.check(FirstError) else failure)
         return d.addTimeout(START_TIMEOUT_S, self._reactor)
+
+    def set_log_level(self, level: str) -> None:
+        """A reload changed ``daemon.log_level``: the children log at the new level too."""
+        self._config = dataclasses.replace(self._config, daemon=dataclasses.replace(self._config.daemon,
+                                                                                   log_level=level))
+        for child in self._children:
+            if child is not None:
+                child.send((LOG_LEVEL, level, None))
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` whenever a child goes down or comes back (:attr:`down` changed)."""
@@ -175,6 +184,9 @@ class _Child(ProcessProtocol):
         d: Deferred[None] = Deferred()
         self._hello_waiters.append(d)
         return d
+
+    def send(self, message: object) -> None:
+        self._channel.send(message)
 
     def call(self, method: str, domain: str, deadline_s: float) -> Deferred:
         call_id, self._next_id = self._next_id, self._next_id + 1

@@ -7,7 +7,8 @@ dataclasses (policies, TXT records, DANE results): nothing a stranger
 wrote is unpickled, only what our own parsers made of it.
 
 Messages, daemon to child: first the :class:`~mtasts_resolver.config.Config`,
-then ``(call_id, method, domain)``.  Child to daemon: first
+then ``(call_id, method, domain)``, and ``(LOG_LEVEL, level, None)`` when a
+reload changes the log level.  Child to daemon: first
 ``(HELLO, True, pid)``, then ``(call_id, True, result)`` or
 ``(call_id, False, (local, error_text))``, and ``(LIMIT, key, detail)``
 for each limit hit in the child (policy size, header caps), so that the
@@ -23,6 +24,7 @@ from twisted.protocols.basic import Int32StringReceiver
 
 HELLO = "hello"
 LIMIT = "limit"   # (LIMIT, limit, detail): a limit hit in the child, counted and logged by the daemon
+LOG_LEVEL = "log_level"   # (LOG_LEVEL, level, None): a reload changed daemon.log_level
 #: Methods a child serves; each takes a domain and returns a typed result.
 METHODS = ("discover", "fetch", "dane")
 #: A policy file is at most mta_sts.max_policy_bytes; its pickle a little more.
