@@ -4,7 +4,8 @@ Twisted's ``Agent`` speaks HTTP; this module supplies what RFC 8461 adds.
 The host name resolves through the configured DNS resolver (the daemon
 installs :class:`~mtasts_resolver.net.dns.ConfiguredResolver` on the reactor),
 the certificate is checked against the WebPKI for exactly ``mta-sts.DOMAIN``
-(``BrowserLikePolicyForHTTPS``: Twisted TLS + service_identity), redirects
+(:class:`~mtasts_resolver.net.tls.OneContextPolicy`: Twisted's TLS defaults +
+service_identity, one OpenSSL context for every fetch), redirects
 are not followed (a plain ``Agent`` never follows them), only ``200`` with
 ``text/plain`` is accepted, the headers (:mod:`~mtasts_resolver.net.limits`)
 and the body are capped whatever the body's framing (``Content-Length``,
@@ -21,7 +22,7 @@ from twisted.internet.error import ConnectingCancelledError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseDone
+from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
@@ -30,7 +31,7 @@ from mtasts_resolver.limits import LIMITS
 from mtasts_resolver.net.dns import DnsClient
 from mtasts_resolver.net.limits import CappedConnections, HeaderLimits
 from mtasts_resolver.net.local import LocalFailure, exhaustion
-from mtasts_resolver.net.tls import tls_errors
+from mtasts_resolver.net.tls import OneContextPolicy, tls_errors
 from mtasts_resolver.policy.model import FailureType, StsFailure
 from mtasts_resolver.policy.sts import media_type_ok
 
@@ -95,7 +96,7 @@ class PolicyFetcher:
         self._timeout_s = timeout_s
         self._max_bytes = max_bytes
         self._header_limits = header_limits or HeaderLimits.of(MtaStsConfig())
-        self._tls = BrowserLikePolicyForHTTPS(trust)
+        self._tls = OneContextPolicy(trust)
 
     def fetch(self, domain: str) -> Deferred[bytes | StsFailure]:
         """The policy body, or the typed reason it could not be had.
