@@ -53,7 +53,8 @@ def problems(config: Config) -> list[Problem]:
                       ("tlsrpt.postfix_log", "" if tlsrpt.postfix_log == JOURNAL else tlsrpt.postfix_log)):
         if path:
             found += _readable(key, path) if os.path.exists(path) else _directory(key, path)
-    found += _cache(config.cache_path)
+    if config.cache.backend == "sqlite":   # a PostgreSQL store is checked by connecting, at start
+        found += _cache(config.cache_path)
     return found
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import datetime
 import sys
 
+from mtasts_resolver.app.assembly import dns_on_reactor
 from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFTWARE, EX_TEMPFAIL, OK
 from mtasts_resolver.app.logs import start_logging
 from mtasts_resolver.config import Config
-from mtasts_resolver.net.network import dns_on_reactor
 from mtasts_resolver.net.tls import trust_root
-from mtasts_resolver.store import CannotCreate, StoreError, open_store
+from mtasts_resolver.store import CannotCreate, ReportLocked, StoreError, open_store
 from mtasts_resolver.tlsrpt.report.deliver import HttpsPoster, MailSubmitter
 from mtasts_resolver.tlsrpt.report.dkim import DkimKey
-from mtasts_resolver.tlsrpt.report.reporter import (Deliverers, NotConfigured, Reporter, ReporterError, RunLock,
-                                                     RunLocked, check_settings, status_text)
+from mtasts_resolver.tlsrpt.report.reporter import (Deliverers, NotConfigured, Reporter, ReporterError, check_settings,
+                                                     status_text)
 
 
 async def report_command(reactor, config: Config, status: bool, days: tuple[str, ...]) -> int:
@@ -28,7 +28,7 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
         print(f"report: --day: {exc}", file=sys.stderr)
         return EX_CONFIG
     try:
-        store = open_store(config.cache.backend, str(config.cache_path))
+        store = open_store(config.cache, config.cache_path)
     except StoreError as exc:
         print(f"cannot open the spool: {exc}", file=sys.stderr)
         return EX_CANTCREAT if isinstance(exc, CannotCreate) else EX_IOERR
@@ -46,14 +46,17 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
             HttpsPoster(reactor, trust_root(settings.ca_file), settings.https_ignore_cert_errors,
                         settings.delivery_timeout_s),
             DkimKey(settings.dkim_selector, settings.submitter_domain, settings.dkim_key_file))
-        with RunLock(config.cache_path.parent / "report.lock"):
+        with store.report_lock():   # one run at a time, on this host (SQLite) or the whole fleet (PostgreSQL)
             problems = await Reporter(reactor, store, dns, settings, deliverers).run(days)
     except NotConfigured as exc:   # reporting off (the packaged default): nothing to do is no failure
         print(f"report: {exc}")
         return OK
-    except ReporterError as exc:   # settings that cannot send, or another run holding the lock
+    except ReporterError as exc:   # settings that cannot send
         print(f"report: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL if isinstance(exc, RunLocked) else EX_CONFIG
+        return EX_CONFIG
+    except ReportLocked as exc:    # another run is at work: this one is not needed
+        print(f"report: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     except StoreError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return EX_IOERR

@@ -5,13 +5,17 @@ from __future__ import annotations
 import sys
 import time
 
-from mtasts_resolver.app.exits import EX_CANTCREAT, EX_IOERR, EX_NOINPUT, OK
+from mtasts_resolver.app.exits import EX_CANTCREAT, EX_IOERR, EX_NOINPUT, EX_USAGE, OK
 from mtasts_resolver.config import Config
 from mtasts_resolver.store import StoreError
 from mtasts_resolver.store.salvage import salvage
 
 
 def salvage_command(config: Config) -> int:
+    if config.cache.backend != "sqlite":
+        print("salvage-cache: [cache] backend is postgresql: salvage is for a damaged SQLite file "
+              "(PostgreSQL keeps its own integrity)", file=sys.stderr)
+        return EX_USAGE
     path = config.cache_path
     try:
         result = salvage(path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))

@@ -1,27 +1,39 @@
-"""Persistent storage behind one small interface.
+"""Persistent storage behind one small interface, for every backend.
 
 The daemon keeps every answer in memory and touches the store only when a
 policy changes and once at start-up, so the interface is synchronous and
-tiny.  SQLite is the embedded default; a PostgreSQL backend for fleets
-implements the same protocols.
+tiny; what must not wait on the reactor thread (a network database) is run
+in threads by :mod:`mtasts_resolver.store.retrying`.  SQLite is the embedded
+default; PostgreSQL (:mod:`mtasts_resolver.store.postgresql`) is one store
+for a fleet of MTAs.  ``tests/unit/test_store_contract.py`` runs the same
+contract against both.
 
 TLS-RPT adds two parts: the outcome spool (:class:`OutcomeWriter`, written in
 batches from one writer thread, so bursts never block the reactor) and the
 reporter's delivery state (:class:`ReportStore`, used by ``mtasts-resolver
-report``, a separate process sharing the same database).
+report``, a separate process sharing the same database), whose states are
+named here and whose run lock is the store's own (one run at a time across
+every process, and every host, sharing the store).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+from mtasts_resolver.config import CacheConfig
 from mtasts_resolver.policy.model import CachedPolicy
 
 
 class StoreError(Exception):
     """The store could not do what was asked (disk full, corrupt file, locked)."""
+
+
+class ReportLocked(StoreError):
+    """Another report run holds the store's report lock: this one is not needed (try again later)."""
 
 
 class CannotCreate(StoreError):
@@ -50,6 +62,11 @@ class DamagedCache(StoreError):
 
 
 class PolicyStore(Protocol):
+    #: What to call the store in log lines and errors (a path, or a DSN without its password).
+    where: str
+    #: True when a call may wait on the network: the daemon then runs the writes in threads.
+    remote: bool
+
     def load_policies(self) -> Iterator[CachedPolicy]:
         """Every stored policy, expired ones included (the caller decides)."""
         ...
@@ -87,12 +104,19 @@ class OutcomeWriter(Protocol):
         ...
 
 
+# A report decision's state (ReportRow.state) ...
+READY, NO_RECORD, SKIPPED = "ready", "no-record", "skipped"
+# ... and a delivery's (DeliveryRow.state): ``sending`` is committed before an attempt, so one seen by the
+# next run is a crashed run's and becomes ``uncertain`` (never sent again).
+PENDING, SENDING, SENT, UNCERTAIN, FAILED = "pending", "sending", "sent", "uncertain", "failed"
+
+
 @dataclass(frozen=True, slots=True)
 class ReportRow:
     report_id: str
     day: str
     report_domain: str
-    state: str          # ready | no-record | skipped
+    state: str          # READY | NO_RECORD | SKIPPED
     detail: str
     created_at: float
     body: bytes | None  # gzipped JSON when ready
@@ -102,7 +126,7 @@ class ReportRow:
 class DeliveryRow:
     report_id: str
     destination: str
-    state: str          # pending | sending | sent | uncertain | failed
+    state: str          # PENDING | SENDING | SENT | UNCERTAIN | FAILED
     attempts: int
     next_attempt_at: float
     first_attempt_at: float | None
@@ -119,6 +143,14 @@ class AttemptRow:
 
 class ReportStore(Protocol):
     """The spool as the reporter reads it, and the persistent delivery state."""
+
+    def report_lock(self) -> AbstractContextManager[None]:
+        """Held for one reporter run: :class:`ReportLocked` at once when another process (any host) holds it.
+
+        A run that dies releases it (flock: the file closes; PostgreSQL: the
+        session ends), so the next run takes over.
+        """
+        ...
 
     def outcome_writer(self) -> OutcomeWriter: ...
 
@@ -150,15 +182,26 @@ class ReportStore(Protocol):
         """Persist a delivery's new state (and the attempt that led to it) durably."""
         ...
 
+    def claim_delivery(self, delivery: DeliveryRow) -> bool:
+        """Persist ``delivery`` (state ``sending``, one attempt more) only if its row is still ``pending`` with one
+        attempt less; False when another run claimed it first (at most once, whatever the locks did)."""
+        ...
+
     def prune(self, before_day: str) -> int:
         """Delete outcomes and reports of days before ``before_day``; returns rows deleted."""
         ...
 
 
-def open_store(backend: str, location: str) -> PolicyStore:
-    """The configured backend; ``location`` is a path for SQLite."""
-    if backend == "sqlite":
-        from mtasts_resolver.store.sqlite import SqliteStore
+class Store(PolicyStore, ReportStore, Protocol):
+    """What every backend is: the policy cache and the TLS-RPT spool in one database."""
 
-        return SqliteStore(location)
-    raise StoreError(f"unknown store backend {backend!r}")
+
+def open_store(cache: CacheConfig, sqlite_path: Path) -> Store:
+    """The configured backend; ``sqlite_path`` is where the SQLite file lives (``Config.cache_path``)."""
+    if cache.backend == "postgresql":
+        from mtasts_resolver.store.postgresql import PostgresStore
+
+        return PostgresStore(cache)
+    from mtasts_resolver.store.sqlite import SqliteStore
+
+    return SqliteStore(sqlite_path)

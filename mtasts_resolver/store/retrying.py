@@ -1,19 +1,30 @@
-"""Policy writes that failed (disk full, I/O error) are retried until they land.
+"""Policy writes that failed (disk full, I/O error, database down) are retried until they land.
 
 The daemon applies a fetched policy from memory at once; the store is what
 keeps it across a restart (RFC 8461 §5.1).  A write that fails is kept here,
 per domain (a newer policy replaces a waiting older one), and retried with
 back-off; every failed attempt logs a critical line with what is waiting, so
-a full disk is seen in the log until it is fixed, and the policies are
-written once space returns.
+a full disk or a database that is down is seen in the log (and in STATUS,
+:attr:`RetryingPolicyStore.waiting`) until it is fixed, and the policies are
+written once it is.
+
+A store that waits on the network (``remote``: PostgreSQL) is written from
+one thread of its own, in order (a delete never overtakes the save before
+it), so the reactor never waits for the database; one batch is in flight at
+a time and what arrives meanwhile goes in the next.  SQLite's rare, local
+writes stay on the reactor thread, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from mtasts_resolver.policy.model import CachedPolicy
 from mtasts_resolver.store import PolicyStore, StoreError
@@ -23,21 +34,28 @@ RETRY_MAX_S = 60.0
 
 
 class RetryingPolicyStore:
-    """A :class:`PolicyStore` whose ``save_policy`` never fails: what did not land is retried."""
+    """A :class:`PolicyStore` whose ``save_policy`` never fails nor waits: what did not land is retried."""
 
     log = Logger()
 
-    def __init__(self, store: PolicyStore, clock: IReactorTime) -> None:
+    def __init__(self, store: PolicyStore, clock: IReactorTime & IReactorThreads) -> None:
         self._store = store
         self._clock = clock
+        self.where = store.where
         self._waiting: dict[str, CachedPolicy] = {}
+        self._in_flight: dict[str, CachedPolicy] | None = None   # the batch being written
         self._timer: IDelayedCall | None = None
         self._retry_s = RETRY_FIRST_S
+        self._closed = False
+        self._pool: ThreadPool | None = None
+        if store.remote:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="policy-store")
+            self._pool.start()
 
     @property
     def waiting(self) -> int:
-        """Policies applied in memory and not yet on disk."""
-        return len(self._waiting)
+        """Policies applied in memory and not yet in the store."""
+        return len(self._waiting.keys() | (self._in_flight or {}).keys())
 
     def load_policies(self) -> Iterator[CachedPolicy]:
         return self._store.load_policies()
@@ -46,53 +64,86 @@ class RetryingPolicyStore:
         self.save_policies([policy])
 
     def save_policies(self, policies: Iterable[CachedPolicy]) -> None:
-        batch = {policy.domain: policy for policy in policies}
-        if self._waiting:   # the store is failing: this batch waits for the next retry with the others
-            self._waiting.update(batch)
-            return
-        try:
-            self._store.save_policies(batch.values())
-        except StoreError as exc:
-            self._waiting.update(batch)
-            self._failed(exc)
+        self._waiting.update((policy.domain, policy) for policy in policies)
+        if self._in_flight is None and not self._failing:   # else it goes with the next write or retry
+            self._attempt()
 
     def delete_policy(self, domain: str) -> None:
         self._waiting.pop(domain, None)
-        self._store.delete_policy(domain)
+        self._call(self._store.delete_policy, domain).addErrback(self._delete_failed, domain)
+
+    @property
+    def _failing(self) -> bool:
+        return self._timer is not None and self._timer.active()
+
+    def _call(self, call: Callable, *args: object) -> Deferred:
+        if self._pool is None:
+            return maybeDeferred(call, *args)
+        return deferToThreadPool(self._clock, self._pool, call, *args)
 
     def _attempt(self) -> None:
-        if self._timer is not None and self._timer.active():
+        if self._failing:
+            assert self._timer is not None
             self._timer.cancel()
         self._timer = None
-        waiting = dict(self._waiting)
-        try:
-            self._store.save_policies(waiting.values())
-        except StoreError as exc:
-            self._failed(exc)
-            return
-        for domain, policy in waiting.items():
-            if self._waiting.get(domain) is policy:
-                del self._waiting[domain]
-        self._retry_s = RETRY_FIRST_S
-        self.log.warn("{count} policies written to the cache after earlier failures", count=len(waiting))
+        batch, self._waiting = self._waiting, {}
+        self._in_flight = batch
+        self._call(self._store.save_policies, list(batch.values())).addCallbacks(
+            self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
-    def _failed(self, exc: StoreError) -> None:
+    def _written(self, _: None, batch: dict[str, CachedPolicy]) -> None:
+        if self._closed:   # a thread's result arriving after close(), which wrote the batch itself
+            return
+        self._in_flight = None
+        if self._retry_s != RETRY_FIRST_S:
+            self._retry_s = RETRY_FIRST_S
+            self.log.warn("{count} policies written to the cache after earlier failures", count=len(batch))
+        if self._waiting:
+            self._attempt()
+
+    def _write_failed(self, failure: Failure, batch: dict[str, CachedPolicy]) -> None:
+        failure.trap(StoreError)
+        if self._closed:
+            return
+        self._in_flight = None
+        self._waiting = {**batch, **self._waiting}   # a policy saved meanwhile is newer
         domains = sorted(self._waiting)
         shown = ", ".join(domains[:5]) + (f" and {len(domains) - 5} more" if len(domains) > 5 else "")
         self.log.critical("policy cache write failed: {error}; {count} policies NOT persisted yet ({domains}), "
-                          "applied from memory; retrying in {retry_s:.0f} s", error=exc, count=len(domains),
+                          "applied from memory; retrying in {retry_s:.0f} s", error=failure.value, count=len(domains),
                           domains=shown, retry_s=self._retry_s)
-        if self._timer is None or not self._timer.active():
-            self._timer = self._clock.callLater(self._retry_s, self._attempt)
-            self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+        self._timer = self._clock.callLater(self._retry_s, self._attempt)
+        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+
+    def _delete_failed(self, failure: Failure, domain: str) -> None:
+        failure.trap(StoreError)
+        self.log.error("{domain}: expired policy not removed from the cache: {error}", domain=domain,
+                       error=failure.value)
 
     def close(self) -> None:
-        """One last attempt for what is waiting (logged if it fails), then close the store."""
-        if self._waiting:
-            self._attempt()
-        if self._timer is not None and self._timer.active():
+        """Wait for the write thread, one last attempt for what is waiting (logged if it fails), close the store."""
+        if self._pool is not None:
+            self._pool.stop()   # runs what was queued, then joins the thread
+            self._pool = None
+        self._closed = True
+        if self._in_flight:   # its result could not come back to the stopped reactor: write it again
+            self._waiting = {**self._in_flight, **self._waiting}
+            self._in_flight = None
+        if self._failing:
+            assert self._timer is not None
             self._timer.cancel()
+        if self._waiting:
+            self._last_attempt()
         if self._waiting:
             self.log.critical("stopping with {count} policies not persisted: {domains}", count=len(self._waiting),
                               domains=", ".join(sorted(self._waiting)))
         self._store.close()
+
+    def _last_attempt(self) -> None:
+        """At close, on the calling thread: the reactor may not deliver a thread's result any more."""
+        try:
+            self._store.save_policies(list(self._waiting.values()))
+        except StoreError as exc:
+            self.log.critical("policy cache write failed at stop: {error}", error=exc)
+            return
+        self._waiting = {}

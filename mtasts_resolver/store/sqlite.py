@@ -18,7 +18,7 @@ from pathlib import Path
 from mtasts_resolver.policy.model import CachedPolicy, StsPolicy
 from mtasts_resolver.policy.sts import parse_policy
 from mtasts_resolver.store import CannotCreate, DamagedCache, StoreError
-from mtasts_resolver.store.sqlite_tlsrpt import TlsrptTables, connect
+from mtasts_resolver.store.sqlite_tlsrpt import SqliteTlsrpt, connect
 
 LOAD_CHUNK_ROWS = 1000
 SCHEMA_VERSION = 4  # 4: tlsrpt_policy (sqlite_tlsrpt.py)
@@ -76,10 +76,13 @@ _CANNOT_CREATE_ERRORS = frozenset({"SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE
 QUICK_CHECK_LINES = 5   # of quick_check's findings, shown in the refusal to start
 
 
-class SqliteStore(TlsrptTables):
+class SqliteStore(SqliteTlsrpt):
+    remote = False
+
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         self.path = path
+        self.where = str(path)
         try:
             if str(path) == ":memory:":
                 self._db = connect(path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -10,7 +12,7 @@ from twisted.internet.task import Clock
 
 from mtasts_resolver.policy.model import CachedPolicy
 from mtasts_resolver.policy.sts import parse_policy
-from mtasts_resolver.store import DamagedCache, SALVAGE_COMMAND, StoreError
+from mtasts_resolver.store import SALVAGE_COMMAND, DamagedCache, StoreError
 from mtasts_resolver.store.retrying import RETRY_FIRST_S, RetryingPolicyStore
 from mtasts_resolver.store.salvage import salvage
 from mtasts_resolver.store.sqlite import SqliteStore, checksum, policy_from_row
@@ -200,6 +202,7 @@ def test_a_newer_policy_replaces_a_waiting_one_and_close_tries_once_more(tmp_pat
 def test_deleting_a_waiting_policy_drops_it():
     class Failing:
         deleted: list[str] = []
+        where, remote = "failing", False
 
         def save_policies(self, policies):
             raise StoreError("disk full")
@@ -225,3 +228,70 @@ def test_salvage_of_an_older_schema_skips_the_tables_it_never_had(tmp_path):
     db.close()
     result = salvage(path, "STAMP")
     assert result.policies == 3 and result.lost == [] and "tlsrpt_policy" not in result.tables
+
+
+class ThreadedClock(Clock):
+    """A Clock that also takes results back from threads, run when the test says (``deliver``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.from_threads: queue.Queue = queue.Queue()
+
+    def callFromThread(self, call, *args, **kwargs) -> None:
+        self.from_threads.put((call, args, kwargs))
+
+    def deliver(self) -> None:
+        call, args, kwargs = self.from_threads.get(timeout=5)
+        call(*args, **kwargs)
+
+
+class NetworkStore:
+    """A remote store whose writes wait until the test opens ``gate``; ``failures`` writes fail first."""
+
+    where, remote = "db.example", True
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.failures = 0
+        self.written: list[list[str]] = []
+        self.threads: set[str] = set()
+
+    def save_policies(self, policies):
+        self.gate.wait(5)
+        self.threads.add(threading.current_thread().name)
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("connection refused")
+        self.written.append([policy.domain for policy in policies])
+
+    def delete_policy(self, domain):
+        self.written.append([f"-{domain}"])
+
+    def close(self):
+        pass
+
+
+def test_a_remote_store_is_written_from_its_thread_in_order_and_retried():
+    clock, remote = ThreadedClock(), NetworkStore()
+    store = RetryingPolicyStore(remote, clock)
+    try:
+        store.save_policy(cached("a.example"))      # returns at once: the write waits on the gate in its thread
+        store.save_policy(cached("b.example"))      # in flight meanwhile: goes in the next batch
+        store.save_policy(cached("a.example", fetched_at=2000.0))
+        assert store.waiting == 2 and remote.written == []
+        remote.gate.set()
+        clock.deliver()
+        clock.deliver()
+        assert remote.written == [["a.example"], ["b.example", "a.example"]] and store.waiting == 0
+        assert remote.threads == {"PoolThread-policy-store-0"}   # one writer thread, never the reactor's
+        remote.failures = 1
+        store.save_policy(cached("c.example"))
+        clock.deliver()                               # the database is down: kept, retried
+        assert store.waiting == 1
+        store.delete_policy("a.example")              # queued behind nothing: runs in the same thread, in order
+        clock.advance(RETRY_FIRST_S)
+        clock.deliver()
+        clock.deliver()
+        assert remote.written[2:] == [["-a.example"], ["c.example"]] and store.waiting == 0
+    finally:
+        store.close()

@@ -14,12 +14,11 @@ from twisted.internet.task import Clock
 
 from mtasts_resolver.config import TlsrptConfig
 from mtasts_resolver.net.dns import DnsFailure
-from mtasts_resolver.store import DeliveryRow
+from mtasts_resolver.store import FAILED, NO_RECORD, PENDING, READY, SENDING, SENT, SKIPPED, UNCERTAIN, DeliveryRow
 from mtasts_resolver.store.sqlite import SqliteStore
 from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, ReportPolicy, PolicyType, ResultType, day_bounds
 from mtasts_resolver.tlsrpt.report.deliver import DeliveryFailed
-from mtasts_resolver.tlsrpt.report.reporter import (FAILED, NO_RECORD, PENDING, READY, SENDING, SENT, SKIPPED,
-                                                    UNCERTAIN, Deliverers, Reporter)
+from mtasts_resolver.tlsrpt.report.reporter import Deliverers, Reporter
 
 DAY = "2026-03-01"
 DAY_END = day_bounds(DAY)[1]

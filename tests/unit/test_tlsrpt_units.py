@@ -17,7 +17,8 @@ from mtasts_resolver.tlsrpt.report.aggregate import build_report
 from mtasts_resolver.tlsrpt.feeds.exim_events import EximLogCorrelator, event_outcomes, parse_event
 from mtasts_resolver.tlsrpt.model import FailureDetail, Outcome, PolicyType, ReportPolicy, ResultType
 from mtasts_resolver.tlsrpt.report.record import Destination, NoTlsrpt, TlsrptRecord, parse_tlsrpt_records
-from mtasts_resolver.tlsrpt.report.reporter import FAILED, PENDING, next_attempt
+from mtasts_resolver.store import FAILED, PENDING
+from mtasts_resolver.tlsrpt.report.reporter import next_attempt
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
 
 STS = ReportPolicy(PolicyType.STS, "a.test", ("version: STSv1", "mode: enforce", "mx: mx.a.test", "max_age: 9"),

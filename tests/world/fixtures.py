@@ -15,8 +15,9 @@ from .addresses import WORLD_ID
 from .dns import DnsWorld
 from .pki import TestPKI
 from .policy_server import PolicyServer
+from .postgres import PostgresServer
 
-__all__ = ["pki", "dns_world", "policy_server", "WORLD_ID"]
+__all__ = ["pki", "dns_world", "policy_server", "postgres", "WORLD_ID"]
 
 
 @pytest.fixture(scope="session")
@@ -36,4 +37,11 @@ def dns_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsWorld]:
 def policy_server(pki: TestPKI) -> Iterator[PolicyServer]:
     """Running HTTPS server for every ``mta-sts.<domain>`` on the plan's POLICY_IP:443."""
     with PolicyServer(pki) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The suite's own PostgreSQL server (tests/world/postgres.py); each test takes a database of its own."""
+    with PostgresServer() as server:
         yield server

@@ -15,8 +15,9 @@ Meant to run often (a systemd timer); each run:
    (RFC 8460 §5.5), then ``failed``.  Every attempt is recorded for
    ``report --status``.
 
-A lock file keeps two runs from working at once, so ``sending`` seen at
-start is always a crashed run's.
+The store's report lock (a file lock for SQLite, an advisory lock for
+PostgreSQL: one run at a time on the whole fleet) keeps two runs from
+working at once, so ``sending`` seen at start is always a crashed run's.
 
 One domain or destination never stops the others: a malformed record is
 that domain's ``no-record`` (with the reason), an unusable rua is that
@@ -31,16 +32,15 @@ a stranger's bad record is not such a failure (retrying cannot fix it).
 from __future__ import annotations
 
 import datetime
-import fcntl
 import random
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from twisted.logger import Logger
 
 from mtasts_resolver.config import TlsrptConfig
 from mtasts_resolver.net.dns import DnsClient, DnsFailure
-from mtasts_resolver.store import AttemptRow, DeliveryRow, ReportRow, ReportStore
+from mtasts_resolver.store import (FAILED, NO_RECORD, PENDING, READY, SENDING, SENT, SKIPPED, UNCERTAIN, AttemptRow,
+                                   DeliveryRow, ReportRow, ReportStore)
 from mtasts_resolver.tlsrpt.report.aggregate import all_successful, build_report
 from mtasts_resolver.tlsrpt.report.deliver import DeliveryFailed, HttpsPoster, MailSubmitter
 from mtasts_resolver.tlsrpt.report.dkim import DkimKey
@@ -50,16 +50,8 @@ from mtasts_resolver.tlsrpt.report.mail import new_report_id, report_body, repor
 
 log = Logger()
 
-READY, NO_RECORD, SKIPPED = "ready", "no-record", "skipped"
-PENDING, SENDING, SENT, UNCERTAIN, FAILED = "pending", "sending", "sent", "uncertain", "failed"
-
-
 class ReporterError(Exception):
-    """The reporter cannot run (configuration, lock)."""
-
-
-class RunLocked(ReporterError):
-    """Another report run holds the lock: this one is not needed (exit status 75, try again later)."""
+    """The reporter cannot run (configuration)."""
 
 
 class NotConfigured(ReporterError):
@@ -178,7 +170,10 @@ class Reporter:
     async def _attempt(self, report: ReportRow, delivery: DeliveryRow, now: float) -> None:
         delivery = replace(delivery, state=SENDING, attempts=delivery.attempts + 1,
                            first_attempt_at=delivery.first_attempt_at or now)
-        self._store.set_delivery(delivery)
+        if not self._store.claim_delivery(delivery):
+            log.warn("{report_id} to {destination}: another report run took this attempt; not sending",
+                     report_id=report.report_id, destination=delivery.destination)
+            return
         try:
             try:
                 detail = await self._send(report, delivery.destination)
@@ -223,28 +218,6 @@ class Reporter:
         deleted = self._store.prune(cutoff)
         if deleted:
             log.info("pruned {count} spool and report rows older than {day}", count=deleted, day=cutoff)
-
-
-class RunLock:
-    """An exclusive flock next to the spool, held for one reporter run."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._handle = None
-
-    def __enter__(self) -> RunLock:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self._path, "w")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.close()
-            raise RunLocked(f"another report run holds {self._path}") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._handle is not None
-        self._handle.close()
 
 
 def status_text(store: ReportStore, now: float) -> str:
