@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     query = commands.add_parser("query", help="resolve one domain now and explain the answer")
     query.add_argument("domain")
     query.add_argument("--map", default="postfix", help="socketmap name to answer for (default: postfix)")
+    query.add_argument("--json", action="store_true", help="print the resolution and the answer as JSON")
+    status = commands.add_parser("status", help="show the daemon's state (workers, DANE, listeners, cache, "
+                                 "spool backlog, last report run), running or not; exit 69 if it is not running")
+    status.add_argument("--json", action="store_true", help="print JSON (for monitoring)")
     report = commands.add_parser("report", help="build TLS-RPT reports of finished UTC days and deliver "
                                  "what is due (RFC 8460)")
     report.add_argument("--status", action="store_true", help="show every report, delivery and attempt, and exit")
@@ -81,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         from mtasts_resolver.app.salvage import salvage_command
 
         return salvage_command(config)
+    if args.command == "status":
+        from mtasts_resolver.app.status import status_command
+
+        return status_command(config, config_path or "embedded defaults", args.json)
     if args.command not in ("query", "report", "audit") and config.daemon.workers > 1:
         from mtasts_resolver.app.workers import WorkerPool, inherited_fds
 
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "query":
         from mtasts_resolver.app.query import query_command
 
-        return _react(query_command, config, args.domain, args.map)
+        return _react(query_command, config, args.domain, args.map, args.json)
     if args.command == "report":
         from mtasts_resolver.app.report import report_command
 

@@ -93,6 +93,10 @@ class DaemonConfig:
             "~/.local/state/mtasts-resolver."))
     workers: int = field(default=1, metadata=_meta(minimum=1,
         doc="Processes serving the same listening sockets, one core each (app/workers.py, README \"Performance\")."))
+    resolver_processes: int = field(default=1, metadata=_meta(minimum=0,
+        doc="Child processes (per worker) that make the cold resolutions: DNS, the policy fetch, the DANE walk. The event "
+            "loop answering cached lookups then never waits behind them (mtasts_resolver/offload). 0: resolve on the "
+            "event loop itself."))
     drain_timeout_s: float = field(default=20.0, metadata=_meta(minimum=0,
         doc="On SIGTERM (and for listeners a SIGHUP removes), wait this long for lookups in flight to be answered before "
             "dropping their connections. Covers one DNS timeout plus one policy fetch at the defaults; keep it below the "
@@ -337,6 +341,22 @@ class TlsrptConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics over HTTP (README "Metrics and status"), and the per-worker counts ``status`` reads."""
+
+    listen: HostPort | None = field(default=None, metadata=_meta(
+        doc="\"HOST:PORT\" serving GET /metrics (Prometheus text format); unset: no metrics listener. Anyone who can "
+            "connect can read the counts: keep it on loopback or a management network."))
+    max_connections: int = field(default=16, metadata=_meta(minimum=1,
+        doc="Connections to the metrics listener at once; one more is closed at once (a scraper needs one)."))
+    timeout_s: float = field(default=10.0, metadata=_meta(minimum=0.1,
+        doc="A metrics connection idle this long is closed."))
+    snapshot_interval_s: float = field(default=5.0, metadata=_meta(minimum=0.1,
+        doc="How often each worker writes its counts to STATE_DIR/status/worker-N.json: what worker 0's metrics sum "
+            "(daemon.workers > 1) and what `mtasts-resolver status` shows of a running daemon."))
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = DaemonConfig()
     listen: tuple[ListenConfig, ...] = DEFAULT_LISTENERS
@@ -345,6 +365,7 @@ class Config:
     dane: DaneConfig = DaneConfig()
     cache: CacheConfig = CacheConfig()
     tlsrpt: TlsrptConfig = TlsrptConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def state_dir(self) -> Path:

@@ -39,12 +39,20 @@ class LimitLog:
         self._now = now
         self._interval_s = interval_s
         self._limits: dict[str, _Limit] = {}
+        self._forward: Callable[[str, str], None] | None = None
+
+    def forward_to(self, forward: Callable[[str, str], None] | None) -> None:
+        """Hand every hit to ``forward(limit, detail)`` instead (a resolver process reports to its daemon); None: here."""
+        self._forward = forward
 
     def hit(self, limit: str, detail: str = "") -> None:
         """Record one hit of ``limit`` (a config key, e.g. ``daemon.max_connections``).
 
         ``detail`` goes into the log line when this hit is the one logged.
         """
+        if self._forward is not None:
+            self._forward(limit, detail)
+            return
         state = self._limits.get(limit)
         if state is None:
             state = self._limits[limit] = _Limit()

@@ -14,7 +14,8 @@ MTA-STS refresh.
 
 What strangers can drive is bounded here: cold resolutions running at once
 (``mta_sts.max_concurrent_resolutions``: past it a new domain is answered
-TEMP, never cached, so the limit is no downgrade) and the domains
+TEMP, never cached, so the limit is no downgrade; so is a resolution that
+failed with :class:`~mtasts_resolver.net.local.LocalFailure`) and the domains
 remembered without an MTA-STS policy (``mta_sts.max_negative_entries``,
 least recently used forgotten first; policies are kept, RFC 8461 §5.1).
 """
@@ -23,10 +24,17 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredSemaphore,
+    FirstError,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -35,13 +43,24 @@ from mtasts_resolver.config import DaneConfig, MtaStsConfig
 from mtasts_resolver.limits import LIMITS, LimitLog
 from mtasts_resolver.lookup import NOT_FOUND, Answer, AnswerKind
 from mtasts_resolver.net.dane_resolver import DaneResolver
-from mtasts_resolver.net.sts_resolver import StsResolver
+from mtasts_resolver.net.local import LocalFailure
 from mtasts_resolver.policy.answer import Dialect, dropped_lines, render
 from mtasts_resolver.policy.dane import DaneOutcome, DaneResult
 from mtasts_resolver.policy.decide import NO_POLICY, Decision, Verdict, decide
 from mtasts_resolver.policy.keys import KeyKind, parse_key
-from mtasts_resolver.policy.lifetime import DaneTimes, Hold, after_probe_flip, dane_lifetime
-from mtasts_resolver.policy.model import CachedPolicy, NoStsTxt, StsFailure, StsPolicy, StsTxt
+from mtasts_resolver.policy.lifetime import (
+    DaneTimes,
+    Hold,
+    after_probe_flip,
+    dane_lifetime,
+)
+from mtasts_resolver.policy.model import (
+    CachedPolicy,
+    NoStsTxt,
+    StsFailure,
+    StsPolicy,
+    StsTxt,
+)
 from mtasts_resolver.policy.refresh import Plan, plan, refresh_at, settle
 from mtasts_resolver.singleflight import SingleFlight
 from mtasts_resolver.store import PolicyStore, StoreError
@@ -50,6 +69,19 @@ INTERNAL_ERROR = Answer(AnswerKind.TEMP, "internal error, see the mtasts-resolve
 #: Our own cap on cold resolutions was hit: defer, never NOTFOUND (a limit must not be a downgrade).
 BUSY = Answer(AnswerKind.TEMP, "too many policy lookups in progress, try again")
 RESOLUTIONS_LIMIT = "mta_sts.max_concurrent_resolutions"
+#: This host, not the domain, stopped the resolution (file descriptors, memory, a resolver process gone).
+LOCAL_TROUBLE = Answer(AnswerKind.TEMP, "local resources exhausted, try again (see the mtasts-resolver log)")
+LOCAL_LIMIT = "local resources"
+
+
+class StsNetwork(Protocol):
+    """MTA-STS's network steps: :class:`~mtasts_resolver.net.network.Network` here or in resolver processes."""
+
+    def discover(self, domain: str) -> Awaitable[StsTxt | NoStsTxt | StsFailure]:
+        ...
+
+    def fetch(self, domain: str) -> Awaitable[StsPolicy | StsFailure]:
+        ...
 
 
 @dataclass(slots=True)
@@ -99,7 +131,7 @@ class PolicyService:
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, resolver: StsResolver, store: PolicyStore,
+    def __init__(self, clock: IReactorTime, resolver: StsNetwork, store: PolicyStore,
                  settings: MtaStsConfig, tlsrpt_maps: Iterable[str],
                  on_resolution: Callable[[Resolution], None] | None = None, *,
                  dane: DaneResolver | None = None, dane_settings: DaneConfig | None = None,
@@ -214,6 +246,9 @@ class PolicyService:
         return self._answer(domain, self._entries[domain], tlsrpt)
 
     def _internal_error(self, failure: Failure, domain: str) -> Answer:
+        if failure.check(LocalFailure):
+            self._limits.hit(LOCAL_LIMIT, f"{domain}: {failure.value}")
+            return LOCAL_TROUBLE
         self.log.failure("resolving {domain} failed unexpectedly", failure, domain=domain)
         return INTERNAL_ERROR
 
@@ -364,9 +399,15 @@ class PolicyService:
             self._limits.hit(RESOLUTIONS_LIMIT, f"background re-check of {domain} postponed")
             return succeed(None)
         d = self.resolve(domain)
-        d.addErrback(lambda failure: self.log.failure("background refresh of {domain} failed", failure,
-                                                       domain=domain))
+        d.addErrback(self._background_failed, domain)
         return d
+
+    def _background_failed(self, failure: Failure, domain: str) -> None:
+        """The cached answer stays; a local failure is a limit hit, anything else a bug."""
+        if failure.check(LocalFailure):
+            self._limits.hit(LOCAL_LIMIT, f"background re-check of {domain}: {failure.value}")
+        else:
+            self.log.failure("background refresh of {domain} failed", failure, domain=domain)
 
     def refresh_due(self) -> Deferred[None]:
         """Proactively refresh policies nearing expiry and drop expired entries (called periodically)."""

@@ -32,10 +32,13 @@ from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFT
 from mtasts_resolver.app.listeners import (ListenerService, bind_listener, finished_within, log_fd_budget, table_factory,
                                             where)
 from mtasts_resolver.app.logs import set_level, start_logging
+from mtasts_resolver.app.metrics import Sources, bind_metrics, metrics_services, sample
 from mtasts_resolver.app.reload import plan_reload
 from mtasts_resolver.app.systemd import Supervisor
 from mtasts_resolver.app.workers import inherited_fds, worker_index
 from mtasts_resolver.config import Config, ConfigError, ListenConfig, load_config
+from mtasts_resolver.lookup import LookupService
+from mtasts_resolver.metrics.counting import CountingLookups, Tally, both
 from mtasts_resolver.protocols import ConnectionBudget
 from mtasts_resolver.store import CannotCreate, DamagedCache, PolicyStore, StoreError, open_store
 from mtasts_resolver.store.retrying import RetryingPolicyStore
@@ -57,6 +60,8 @@ async def run(reactor, config: Config, config_path: str | None) -> int:
         log.critical("cannot start: {error}", error=exc)
         return exc.status
     supervisor = Supervisor(reactor, daemon.counts, config.dane.enabled, daemon.lookups.probe)
+    if daemon.lookups.processes is not None:   # a resolver process down or back: STATUS says so at once
+        daemon.lookups.processes.subscribe(supervisor.changed)
     one_at_a_time = DeferredLock()
 
     def on_sighup(*_: object) -> None:
@@ -131,6 +136,7 @@ class Daemon:
         self._spool = spool
         self._store = store
         self._connections = ConnectionBudget(config.daemon.max_connections)   # every listener's together
+        self.lookup: LookupService = lookups.policy   # what the listeners ask (counted: assemble)
 
     @property
     def connections(self) -> int:
@@ -141,20 +147,33 @@ class Daemon:
         counts = f"{self.lookups.policy.domains_cached} domains cached, {self.connections} client connections"
         if self._store.waiting:
             counts = f"{counts}, {self._store.waiting} policies NOT persisted yet (see the log)"
+        if self.lookups.processes is not None and (down := self.lookups.processes.down):
+            counts = f"{counts}, resolver process {', '.join(map(str, down))} DOWN: new domains answered TEMP"
         return counts
 
     async def start(self) -> None:
-        """Start the background work, then the listeners; if any fails, stop everything and raise."""
-        for service in [*self._background, *self.listeners]:
+        """Start the background work (resolver processes first), then the listeners; if any fails, stop all and raise."""
+        for service in self._background:
+            await self._start(service)
+        if self.lookups.processes is not None:
             try:
-                service.startService()
-            except Exception as exc:  # noqa: BLE001 - whatever it was, nothing may stay half-started
-                status = EX_CONFIG if isinstance(exc, KeyError) else (
-                    EX_UNAVAILABLE if isinstance(exc, OSError) else EX_SOFTWARE)
-                if status == EX_SOFTWARE:
-                    log.failure("cannot start {service}", service=type(service).__name__)
+                await self.lookups.processes.started()
+            except Exception as exc:  # noqa: BLE001 - a child that cannot start: no lookup could be resolved
                 await self.stop()
-                raise Fatal(f"cannot start {_name(service)}: {exc}", status) from None
+                raise Fatal(f"cannot start the resolver processes: {exc}", EX_SOFTWARE) from None
+        for listener in self.listeners:
+            await self._start(listener)
+
+    async def _start(self, service: Service) -> None:
+        try:
+            service.startService()
+        except Exception as exc:  # noqa: BLE001 - whatever it was, nothing may stay half-started
+            status = EX_CONFIG if isinstance(exc, KeyError) else (
+                EX_UNAVAILABLE if isinstance(exc, OSError) else EX_SOFTWARE)
+            if status == EX_SOFTWARE:
+                log.failure("cannot start {service}", service=type(service).__name__)
+            await self.stop()
+            raise Fatal(f"cannot start {_name(service)}: {exc}", status) from None
 
     async def stop(self) -> None:
         """Each step runs even if one before it failed: the spool's thread must stop, the cache must close."""
@@ -187,6 +206,8 @@ class Daemon:
         """
         plan = plan_reload(self.config, new)
         set_level(new.daemon.log_level)
+        if self.lookups.processes is not None:
+            self.lookups.processes.set_log_level(new.daemon.log_level)
         drain_timeout_s = new.daemon.drain_timeout_s
         stopping = [listener for listener in self.listeners if listener.listen in plan.stop]
         drains = [maybeDeferred(listener.stopService) for listener in stopping]
@@ -216,7 +237,7 @@ class Daemon:
         return plan.restart_needed, left_out
 
     def _listener(self, listen: ListenConfig, sock) -> ListenerService:
-        return ListenerService(self.reactor, sock, table_factory(listen, self.lookups.policy, self._connections), listen,
+        return ListenerService(self.reactor, sock, table_factory(listen, self.lookup, self._connections), listen,
                                self.config.daemon.drain_timeout_s)
 
 
@@ -240,12 +261,17 @@ def assemble(reactor, config: Config) -> Daemon:
         spool = OutcomeSpool(reactor, writer, config.tlsrpt.spool_flush_interval_s)
         opened.callback(spool.stop)   # stops its writer thread: a thread left running keeps the process alive
         persistent = RetryingPolicyStore(store, reactor)
+        tally = Tally()
+        metrics_socket = None
+        if worker_index() == 0 and config.metrics.listen is not None:   # one /metrics for all workers
+            metrics_socket = opened.enter_context(bind_metrics(config))
         sink = resolution_sink(spool.add, reactor.seconds, RouteSource(config.tlsrpt.sending_mta_ip))
-        lookups = build_lookups(config, reactor, persistent, sink)
+        lookups = build_lookups(config, reactor, persistent, both(tally.resolution, sink), offload=True)
         loaded = _load_cache(lookups, config)
         log.info("loaded {count} cached policies from {path}", count=loaded, path=store.where)
         log_fd_budget(config)
-        background: list[Service] = []
+        # Stopped last (background work stops in reverse): lookups in flight at stop still need them.
+        background: list[Service] = [lookups.processes] if lookups.processes is not None else []
         if worker_index() == 0:  # one collector and one log follower, however many workers
             background += feed_services(config.tlsrpt, reactor, spool, store,
                                         policy_lookup(lookups.policy.cached_policy))
@@ -254,7 +280,14 @@ def assemble(reactor, config: Config) -> Daemon:
             # DNSSEC validation probe: at start-up (DANE lookups wait for it) and periodically.
             background.append(_timer(reactor, config.dane.probe_interval_s, lookups.probe.check))
         daemon = Daemon(reactor, config, lookups, [], background, spool, persistent)
+        daemon.lookup = CountingLookups(lookups.policy, tally)
         daemon.listeners = [daemon._listener(listen, sock) for listen, sock in zip(config.listen, sockets)]
+        sources = Sources(tally, lambda: lookups.policy.domains_cached, lambda: daemon.connections, spool,
+                          config.dane.enabled, lookups.probe)
+        started_at = reactor.seconds()
+        background += metrics_services(reactor, config,
+                                       lambda: sample(sources, worker_index(), started_at, reactor.seconds()),
+                                       store.deliveries, metrics_socket)
         opened.pop_all()
         return daemon
 

@@ -1,4 +1,4 @@
-"""Human explanation of one resolution, for ``mtasts-resolver query``."""
+"""Explanation of one resolution, for ``mtasts-resolver query``: as text, or as data for ``--json``."""
 
 from __future__ import annotations
 
@@ -73,6 +73,34 @@ def _host_lines(host: HostResult) -> list[str]:
         else:
             what = f"unusable: {problem}"
         out.append(f"             {record}: {what}")
+    return out
+
+
+def explain_json(res: Resolution, before: CachedPolicy | None, answer: Answer, cache_note: str) -> dict:
+    """The same as :func:`explain`, as data (``query --json``): steps as they went, the answer and why."""
+    def step(value: object) -> dict | None:
+        if value is None:
+            return None
+        if isinstance(value, StsFailure):
+            return {"ok": False, "result_type": value.type.value, "detail": value.detail}
+        if isinstance(value, NoStsTxt):
+            return {"ok": False, "none": value.reason}
+        if isinstance(value, StsTxt):
+            return {"ok": True, "record": value.record, "id": value.id}
+        return {"ok": True}
+
+    out: dict = {"domain": res.domain, "cache": cache_note,
+                 "cached_before": None if before is None else {"id": before.txt_id, "fetched_at": before.fetched_at,
+                                                              "expires_at": before.expires_at},
+                 "mta_sts": {"txt": step(res.txt), "step": res.plan.name.lower(), "fetch": step(res.fetched),
+                             "policy": None if res.policy is None else list(res.policy.policy.lines)},
+                 "dane": None, "answer": {"kind": answer.kind.value, "text": answer.text}, "why": _why(res, answer)}
+    if res.dane is not None:
+        out["dane"] = {"outcome": res.dane.outcome.value, "reason": res.dane.reason, "ttl": res.dane.ttl,
+                       "hosts": [{"name": host.name, "status": host.status.value, "detail": host.detail,
+                                  "tlsa_base": host.tlsa_base,
+                                  "tlsa": [{"record": str(record), "problem": tlsa_problem(record)}
+                                           for record in host.tlsa]} for host in res.dane.hosts]}
     return out
 
 

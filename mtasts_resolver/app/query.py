@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from mtasts_resolver.app.assembly import build_lookups
 from mtasts_resolver.app.exits import OK
-from mtasts_resolver.app.explain import explain
+from mtasts_resolver.app.explain import explain, explain_json
 from mtasts_resolver.config import Config
 from mtasts_resolver.policy.keys import KeyKind, parse_key
 from mtasts_resolver.store import DamagedCache, StoreError, open_store
 from mtasts_resolver.store.sqlite import SqliteStore
 
 
-async def query_command(reactor, config: Config, domain: str, map_name: str) -> int:
+async def query_command(reactor, config: Config, domain: str, map_name: str, as_json: bool = False) -> int:
     key = parse_key(domain)
     if key.kind is not KeyKind.DOMAIN:
-        print(f"{domain}: answer NOTFOUND without any lookup ({key.reason})")
+        if as_json:
+            print(json.dumps({"domain": domain, "answer": {"kind": "NOTFOUND", "text": ""}, "why": key.reason}))
+        else:
+            print(f"{domain}: answer NOTFOUND without any lookup ({key.reason})")
         return OK
     try:
         store = open_store(config.cache, config.cache_path)
@@ -34,6 +38,9 @@ async def query_command(reactor, config: Config, domain: str, map_name: str) -> 
         await lookups.probe.check()  # DANE only with a validating resolver, as in the daemon
     resolution = await lookups.policy.resolve(key.domain)
     answer = lookups.policy.answer_now(map_name, key.domain)
-    print(explain(resolution, before, answer, cache_note, time.time()))
+    if as_json:
+        print(json.dumps(explain_json(resolution, before, answer, cache_note), indent=2))
+    else:
+        print(explain(resolution, before, answer, cache_note, time.time()))
     store.close()
     return OK

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 import sys
 
-from mtasts_resolver.app.assembly import dns_on_reactor
 from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFTWARE, EX_TEMPFAIL, OK
 from mtasts_resolver.app.logs import start_logging
 from mtasts_resolver.config import Config
+from mtasts_resolver.net.network import dns_on_reactor
 from mtasts_resolver.net.tls import trust_root
 from mtasts_resolver.store import CannotCreate, ReportLocked, StoreError, open_store
 from mtasts_resolver.tlsrpt.report.deliver import HttpsPoster, MailSubmitter

@@ -42,7 +42,7 @@ class Supervisor:
     def ready(self) -> None:
         self._notifier.notify(f"READY=1\nSTATUS={self.status()}")
         if self._probe is not None:  # DANE switched off or back on: show it at once
-            self._probe.subscribe(lambda _: self._notifier.notify(f"STATUS={self.status()}"))
+            self._probe.subscribe(lambda _: self.changed())
         interval_s = watchdog_interval_s(os.environ)
         if interval_s:
             self._watchdog = TimerService(interval_s, self._ping)
@@ -56,6 +56,10 @@ class Supervisor:
         """Back to READY after a reload, applied or refused; ``note`` says which and stays in STATUS."""
         self._note = note
         self._notifier.notify(f"READY=1\nSTATUS={self.status()}")
+
+    def changed(self) -> None:
+        """Something STATUS shows changed (DANE on or off, a resolver process down or back): show it now."""
+        self._notifier.notify(f"STATUS={self.status()}")
 
     def _ping(self) -> None:
         self._notifier.notify(f"WATCHDOG=1\nSTATUS={self.status()}")

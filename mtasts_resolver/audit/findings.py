@@ -282,11 +282,19 @@ def _tlsa(facts: DomainFacts, host: HostResult) -> Iterator[Finding]:
         return
     for mx in facts.mx:
         for session in (mx.smtp if mx.host == host.name else ()):
-            if session.tls is not None and session.tls.chain and not any(
-                    tlsa_matches(r, session.tls.pairs) for r in usable):
-                yield Finding(Severity.ERROR, "tlsa-mismatch", f"{host.name} ({session.address})",
+            if session.tls is None or not session.tls.chain:
+                continue
+            matching = [r for r in usable if tlsa_matches(r, session.tls.pairs)]
+            subject = f"{host.name} ({session.address})"
+            if not matching:
+                yield Finding(Severity.ERROR, "tlsa-mismatch", subject,
                               "no TLSA record matches the certificate the MX presents: DANE senders defer mail",
                               f"publish the TLSA record of the current key at {_tlsa_base(host)}")
+            elif all(r.usage == 2 for r in matching) and not session.tls.name_ok:
+                yield Finding(Severity.ERROR, "tlsa-ta-name", subject,
+                              "the chain matches only DANE-TA records, and then the certificate must name the MX "
+                              "host (RFC 7672 §3.2.2): it does not, so DANE senders defer mail",
+                              f"use a certificate that names {host.name}, or publish a \"3 1 1\" record of its key")
     if len(usable) < 2:
         yield Finding(Severity.WARNING, "tlsa-no-rollover", host.name,
                       "a single usable TLSA record: a new key or certificate breaks DANE delivery until the "

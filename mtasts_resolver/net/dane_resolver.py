@@ -2,44 +2,76 @@
 
 The walk only asks questions and hands the answers to the pure rules of
 :mod:`mtasts_resolver.policy.dane`; it trusts nothing but the AD bit of the
-configured validating resolver, never raises, and has one deadline for the
+configured validating resolver, never raises (but for a
+:class:`~mtasts_resolver.net.local.LocalFailure`), and has one deadline for the
 whole domain (``dane.timeout_s``).  MX hosts are looked up concurrently,
 at most ``dane.host_concurrency`` at a time.
 
-When the :class:`~mtasts_resolver.net.dnssec_probe.ValidationProbe` says the
-resolver does not validate, no lookup is made and the result is DISABLED;
-before its first check, the walk waits for it.
+The walk (:class:`DaneWalk`) and the gate in front of it
+(:class:`DaneResolver`) are apart because they may run in different
+processes: the walk, which reads strangers' DNS answers, runs in a resolver
+process (:mod:`mtasts_resolver.offload`); the gate, which knows whether the
+resolver validates, runs where the answers are decided.  When the
+:class:`~mtasts_resolver.net.dnssec_probe.ValidationProbe` says the resolver
+does not validate, no lookup is made and the result is DISABLED; before its
+first check, the gate waits for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    DeferredSemaphore,
+    FirstError,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 
 from mtasts_resolver.config import DaneConfig
 from mtasts_resolver.net.dns import DnsClient, DnsFailure, RRAnswer
 from mtasts_resolver.net.dnssec_probe import ValidationProbe
 from mtasts_resolver.policy import dane
-from mtasts_resolver.policy.dane import DaneResult, HostResult, HostStatus, Lookup, TlsaRecord
+from mtasts_resolver.policy.dane import (
+    DaneResult,
+    HostResult,
+    HostStatus,
+    Lookup,
+    TlsaRecord,
+)
 
 
 class DaneResolver:
-    def __init__(self, clock: IReactorTime, dns: DnsClient, settings: DaneConfig,
-                 probe: ValidationProbe | None = None) -> None:
-        self._clock = clock
-        self._dns = dns
-        self._settings = settings
+    """DANE for a domain, but only while the resolver is known to validate DNSSEC."""
+
+    def __init__(self, walk: Callable[[str], Deferred[DaneResult]], probe: ValidationProbe) -> None:
+        self._walk = walk
         self.probe = probe
 
     def resolve(self, domain: str) -> Deferred[DaneResult]:
-        """The DANE verdict for ``domain``; never fails (failures are TEMP results)."""
-        if self.probe is not None and not self.probe.checked:
+        """The DANE verdict for ``domain``; never fails (failures are TEMP results) but for LocalFailure."""
+        if not self.probe.checked:
             # Start-up: not known yet whether the resolver validates; wait for the first probe.
             return self.probe.when_checked().addCallback(lambda _: self.resolve(domain))
-        if self.probe is not None and not self.probe.validating:
+        if not self.probe.validating:
             return succeed(dane.disabled(self.probe.status))
+        return self._walk(domain)
+
+
+class DaneWalk:
+    """The lookups of RFC 7672 §2.2 for one domain, under one deadline (``dane.timeout_s``)."""
+
+    def __init__(self, clock: IReactorTime, dns: DnsClient, settings: DaneConfig) -> None:
+        self._clock = clock
+        self._dns = dns
+        self._settings = settings
+
+    def resolve(self, domain: str) -> Deferred[DaneResult]:
+        """The DANE verdict for ``domain``; never fails (failures are TEMP results) but for LocalFailure."""
         d = Deferred.fromCoroutine(self._walk(domain))
         d.addTimeout(self._settings.timeout_s, self._clock,
                      onTimeoutCancel=lambda _result, timeout: dane.temp(f"DANE lookups took longer than {timeout:g} s"))
@@ -66,9 +98,12 @@ class DaneResolver:
         if not hosts:
             return dane.absent("only null MX records: the domain accepts no mail", lookup, mx.ttl)
         limit = DeferredSemaphore(self._settings.host_concurrency)
-        results = await gatherResults(
-            [limit.run(lambda h: Deferred.fromCoroutine(self._host(h)), host) for host in hosts],
-            consumeErrors=True)
+        try:
+            results = await gatherResults(
+                [limit.run(lambda h: Deferred.fromCoroutine(self._host(h)), host) for host in hosts],
+                consumeErrors=True)
+        except FirstError as exc:   # a LocalFailure (or a bug) of one host: raise it as itself
+            exc.subFailure.raiseException()
         return dane.combine(lookup, tuple(results), mx.ttl)
 
     # -- one MX host: addresses, then TLSA ------------------------------------

@@ -27,8 +27,14 @@ import dns.resolver
 import dns.ttl
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IHostResolution,
+    IResolutionReceiver,
+)
 from zope.interface import implementer
+
+from mtasts_resolver.net.local import LocalFailure, exhaustion
 
 EDNS_PAYLOAD_BYTES = 1232  # DNS flag day 2020: avoids IP fragmentation
 
@@ -66,6 +72,10 @@ class DnsFailure(Exception):
     """The answer is unknown (SERVFAIL, timeout, refused): not the same as 'no record'."""
 
 
+def _local(name: str, rdtype: str, exc: OSError) -> LocalFailure:
+    return LocalFailure(f"{name}/{rdtype}: no socket for the query: {exc}")
+
+
 @dataclass(frozen=True, slots=True)
 class RRAnswer:
     """Records of one type at one name; empty when the name or type does not exist.
@@ -93,7 +103,14 @@ class RRAnswer:
 
 
 class DnsClient:
-    """Queries the configured recursive resolver(s)."""
+    """Queries the configured recursive resolver(s).
+
+    A query this host cannot even send (out of file descriptors or buffers)
+    fails with :class:`~mtasts_resolver.net.local.LocalFailure`, not
+    :class:`DnsFailure`, and is counted in :attr:`exhaustions`: Twisted's
+    host-name lookups (the policy fetch) see only "no address", so the fetch
+    compares the count to tell our failure from the domain's.
+    """
 
     def __init__(self, nameservers: tuple[str, ...], port: int, timeout_s: float) -> None:
         resolver = dns.asyncresolver.Resolver(configure=not nameservers)
@@ -111,6 +128,7 @@ class DnsClient:
         resolver.use_edns(0, 0, EDNS_PAYLOAD_BYTES)
         resolver.cache = None
         self._resolver = resolver
+        self.exhaustions = 0
 
     @property
     def nameservers(self) -> list[str]:
@@ -136,6 +154,11 @@ class DnsClient:
             raise DnsFailure(f"{name}/{rdtype}: timed out") from exc
         except dns.exception.DNSException as exc:
             raise DnsFailure(f"{name}/{rdtype}: {exc}") from exc
+        except OSError as exc:
+            if exhaustion(exc) is None:
+                raise
+            self.exhaustions += 1
+            raise _local(name, rdtype, exc) from exc
         secure = bool(answer.response.flags & dns.flags.AD)
         records = tuple(answer.rrset) if answer.rrset is not None else ()
         return _from_chain(answer.response, records, secure, nxdomain=False)
@@ -209,7 +232,8 @@ class ConfiguredResolver:
                 receiver.addressResolved(kind("TCP", address, portNumber))
 
         d = Deferred.fromCoroutine(self._dns.addresses(hostName))
-        d.addCallbacks(found, lambda failure: failure.trap(DnsFailure))
+        # No address, whatever the reason: a LocalFailure is counted in DnsClient.exhaustions for the fetch.
+        d.addCallbacks(found, lambda failure: failure.trap(DnsFailure, LocalFailure))
         d.addBoth(lambda _: receiver.resolutionComplete())
         return resolution
 

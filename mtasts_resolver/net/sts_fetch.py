@@ -4,7 +4,8 @@ Twisted's ``Agent`` speaks HTTP; this module supplies what RFC 8461 adds.
 The host name resolves through the configured DNS resolver (the daemon
 installs :class:`~mtasts_resolver.net.dns.ConfiguredResolver` on the reactor),
 the certificate is checked against the WebPKI for exactly ``mta-sts.DOMAIN``
-(``BrowserLikePolicyForHTTPS``: Twisted TLS + service_identity), redirects
+(:class:`~mtasts_resolver.net.tls.OneContextPolicy`: Twisted's TLS defaults +
+service_identity, one OpenSSL context for every fetch), redirects
 are not followed (a plain ``Agent`` never follows them), only ``200`` with
 ``text/plain`` is accepted, the headers (:mod:`~mtasts_resolver.net.limits`)
 and the body are capped whatever the body's framing (``Content-Length``,
@@ -15,19 +16,22 @@ fetch's connection is closed the moment the fetch ends, however it ends.
 from __future__ import annotations
 
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectingCancelledError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseDone
+from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from mtasts_resolver.config import MtaStsConfig
 from mtasts_resolver.limits import LIMITS
+from mtasts_resolver.net.dns import DnsClient
 from mtasts_resolver.net.limits import CappedConnections, HeaderLimits
-from mtasts_resolver.net.tls import tls_errors
+from mtasts_resolver.net.local import LocalFailure, exhaustion
+from mtasts_resolver.net.tls import OneContextPolicy, tls_errors
 from mtasts_resolver.policy.model import FailureType, StsFailure
 from mtasts_resolver.policy.sts import media_type_ok
 
@@ -80,19 +84,26 @@ class _CappedBody(Protocol):
 class PolicyFetcher:
     """Fetches and size-checks one domain's policy file; parsing is the caller's.
 
-    ``header_limits`` defaults to the ``[mta_sts]`` defaults.
+    ``header_limits`` defaults to the ``[mta_sts]`` defaults.  ``dns`` is
+    the client the reactor resolves host names with: its exhaustion count
+    tells a policy host without an address from a lookup we could not make.
     """
 
-    def __init__(self, reactor: IReactorTime, trust: ssl.IOpenSSLTrustRoot, timeout_s: float, max_bytes: int,
-                 header_limits: HeaderLimits | None = None) -> None:
+    def __init__(self, reactor: IReactorTime, dns: DnsClient, trust: ssl.IOpenSSLTrustRoot, timeout_s: float,
+                 max_bytes: int, header_limits: HeaderLimits | None = None) -> None:
         self._reactor = reactor
+        self._dns = dns
         self._timeout_s = timeout_s
         self._max_bytes = max_bytes
         self._header_limits = header_limits or HeaderLimits.of(MtaStsConfig())
-        self._tls = BrowserLikePolicyForHTTPS(trust)
+        self._tls = OneContextPolicy(trust)
 
     def fetch(self, domain: str) -> Deferred[bytes | StsFailure]:
-        """The policy body, or the typed reason it could not be had. Never fails.
+        """The policy body, or the typed reason it could not be had.
+
+        Fails only with :class:`~mtasts_resolver.net.local.LocalFailure`:
+        what stopped the fetch was this host (out of file descriptors,
+        memory), which says nothing about the policy.
 
         Each fetch has its own connections (:class:`CappedConnections`,
         never pooled: the policy host is asked once per refresh), aborted
@@ -103,7 +114,7 @@ class PolicyFetcher:
         connections = CappedConnections(self._reactor, self._tls, self._timeout_s, self._header_limits, host)
         d = Deferred.fromCoroutine(self._fetch(Agent.usingEndpointFactory(self._reactor, connections), url, host))
         d.addTimeout(self._timeout_s, self._reactor)
-        d.addErrback(self._classify, url, connections)
+        d.addErrback(self._classify, url, connections, self._dns.exhaustions)
         d.addBoth(self._closed, connections)
         return d
 
@@ -127,9 +138,13 @@ class PolicyFetcher:
         connections.abort()   # whatever ended the fetch; the body, if any, is read
         return result
 
-    def _classify(self, failure: Failure, url: str, connections: CappedConnections) -> StsFailure:
+    def _classify(self, failure: Failure, url: str, connections: CappedConnections, exhaustions: int) -> StsFailure:
         if failure.check(_FetchFailed):
             return failure.value.failure
+        if (exc := exhaustion(failure)) is not None:
+            raise LocalFailure(f"{url}: {exc}")
+        if failure.check(DNSLookupError) and self._dns.exhaustions != exhaustions:
+            raise LocalFailure(f"{url}: the policy host's address lookup could not be sent (out of sockets)")
         if connections.exceeded:
             return StsFailure(FailureType.FETCH_ERROR, f"{url}: response over {connections.exceeded}")
         if failure.check(DeferredTimeout):

@@ -92,3 +92,14 @@ def test_the_spool_and_the_cache_inform_the_audit(audit_world, dns_world, pki, t
     assert set(found) == {"mode-testing", "id-not-bumped"}
     assert "2 days of TLS-RPT data in this daemon's spool, 2 of 52 sessions failed" in found["mode-testing"]["explanation"]
     assert result.returncode == 1
+
+
+def test_without_a_validating_resolver_dane_is_not_judged(audit_world, dns_world, pki, tmp_path):  # noqa: F811
+    """The daemon's own probe decides: no DNSSEC validation, no DANE findings, and stderr says why."""
+    config = tmp_path / "config.toml"
+    config.write_text(audit_config(dns_world, pki, tmp_path / "state", validating=False))
+    result = audit_world.audit("--json", "audit-tlsa-mismatch.test", "audit-tlsa-unsigned.test", config=config)
+    assert "DANE not checked" in result.stderr and "does not validate DNSSEC" in result.stderr
+    domains = json.loads(result.stdout)["domains"]
+    assert [(d["findings"], "dane" in d["seen"]) for d in domains] == [([], False), ([], False)]
+    assert result.returncode == 0

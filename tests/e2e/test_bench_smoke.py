@@ -21,7 +21,8 @@ def test_bench_quick_prints_every_row():
     rows = {line.split("|")[0].strip(): [cell.strip() for cell in line.split("|")[1:]] for line in lines[1:]}
     for name in ("cached socketmap, 1 conn", "cached socketmap, 16 conns", "cached tcp_table, 16 conns",
                  "mixed with parent probes, 16 conns", "cold start: 50 domains, 50 clients",
-                 "burst: 200 requests, 1 uncached domain"):
+                 "burst: 200 requests, 1 uncached domain", "cached, 1 conn, DURING a storm of 500 new domains (50 clients)",
+                 "cached socketmap, 16 conns, 2 workers"):
         assert name in rows, result.stdout
     assert "/s" in rows["cached socketmap, 16 conns"][0] and "/s" in rows["cached socketmap, 16 conns"][1]
     # correctness figures the bench also measures: one fetch per domain, one for the burst

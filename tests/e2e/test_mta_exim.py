@@ -27,13 +27,11 @@ from pathlib import Path
 import pytest
 
 from tests.world.daemon import REPO
+from tests.world.exim import EXIM_GROUP, EXIM_USER, contrib_wrapper
 from tests.world.mta import CASES, mta_world  # noqa: F401  (fixture)
 
 CONTRIB = REPO / "contrib" / "exim"
 EXIM_PACKAGES = ("exim4-daemon-light", "exim4-base")
-# Debian compiles this user into the binary and looks it up before reading any
-# configuration, so it must exist; created as exim4-base's postinst would.
-EXIM_USER, EXIM_GROUP = "Debian-exim", "Debian-exim"
 QUEUE_RUN_TIMEOUT_S = 180
 
 
@@ -76,34 +74,9 @@ class PrivateExim:
         self.resolv_conf = self.dir / "resolv.conf"
         self.resolv_conf.write_text(f"nameserver {resolver}\noptions trust-ad timeout:2 attempts:2\n")
         self.config = self.dir / "exim.conf"
-        self.config.write_text(f"""\
-# Test wrapper around contrib/exim: the macros first, then the files as shipped.
-MTASTS_RESOLVER_SOCKET = inet:127.0.0.1:{readsocket_port}
-MTASTS_RESOLVER_CA = {self.ca_file}
-MTASTS_RESOLVER_IGNORE_TARGET_HOSTS = 0.0.0.0
-{f"MTASTS_RESOLVER_EVENT_SOCKET = {event_socket}" if event_socket else ""}
-.include {CONTRIB / 'main.conf'}
-
-exim_path = {binary}
-exim_user = {EXIM_USER}
-exim_group = {EXIM_GROUP}
-spool_directory = {self.dir / 'spool'}
-log_file_path = {self.dir / 'log'}/%slog
-primary_hostname = sender-exim.test
-qualify_domain = sender-exim.test
-domainlist local_domains = @ : localhost
-log_selector = +tls_certificate_verified +tls_sni +smtp_protocol_error
-tls_require_ciphers = NORMAL
-
-begin routers
-.include {CONTRIB / 'routers.conf'}
-
-begin transports
-.include {CONTRIB / 'transports.conf'}
-
-begin retry
-*   *   F,1h,1h
-""")
+        self.config.write_text(contrib_wrapper(str(CONTRIB), str(binary), readsocket_port, str(self.ca_file),
+                                               str(self.dir / "spool"), str(self.dir / "log"),
+                                               str(event_socket) if event_socket else ""))
         self.config.chmod(0o644)
 
     def _run(self, args: list[str], stdin: bytes = b"", timeout_s: float = 60) -> subprocess.CompletedProcess:

@@ -146,6 +146,12 @@ CASES = [
     ("id bumped", {"cached": CachedPolicy(DOMAIN, "0", policy(max_age=999999), NOW - DAY)}, set()),
     ("TLSA mismatch", {"dane": dane(usable(MX, ee("old"), ee("older")))}, {"tlsa-mismatch"}),
     ("TLSA matching by the CA", {"dane": dane(usable(MX, ee("old"), TA))}, set()),
+    ("TLSA matching by the CA, misnamed", {"dane": dane(usable(MX, ee("old"), TA)), "policy_tls": None,
+                                           **no_sts((), "none"), **smtp(starttls=True, tls=tls(name_ok=False))},
+     {"tlsa-ta-name", "no-mta-sts"}),
+    ("TLSA matching the key, misnamed", {"dane": dane(usable(MX, ee(MX), TA)), **no_sts((), "none"),
+                                         **smtp(starttls=True, tls=tls(name_ok=False))},
+     {"no-mta-sts"}),   # DANE-EE: names do not matter (RFC 7672 §3.1.1)
     ("one TLSA record", {"dane": dane(usable(MX, ee(MX)))}, {"tlsa-no-rollover"}),
     ("TLSA none usable", {"dane": dane(HostResult(MX, HostStatus.UNUSABLE, "t", tlsa=(TlsaRecord(1, 1, 1, b"x"),)))},
      {"tlsa-unusable"}),

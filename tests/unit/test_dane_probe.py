@@ -6,7 +6,7 @@ from twisted.internet.defer import fail, succeed
 from twisted.logger import LogLevel, capturedLogs
 
 from mtasts_resolver.config import DaneConfig
-from mtasts_resolver.net.dane_resolver import DaneResolver
+from mtasts_resolver.net.dane_resolver import DaneResolver, DaneWalk
 from mtasts_resolver.net.dnssec_probe import ValidationProbe, is_loopback
 from mtasts_resolver.net.dns import DnsFailure, RRAnswer
 from mtasts_resolver.policy.dane import DaneOutcome
@@ -95,7 +95,7 @@ def test_resolver_makes_no_dane_lookups_while_disabled():
     dns = ProbeDns()
     dns.answer = RRAnswer(("DNSKEY",), False, 300)
     probe = ValidationProbe(dns, DaneConfig())
-    resolver = DaneResolver(Clock(), dns, DaneConfig(), probe)
+    resolver = DaneResolver(DaneWalk(Clock(), dns, DaneConfig()).resolve, probe)
     out = []
     resolver.resolve("example.test").addCallback(out.append)   # before the first check: waits for it
     assert out == []

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from mtasts_resolver.config import DaneConfig
-from mtasts_resolver.net.dane_resolver import DaneResolver
+from mtasts_resolver.net.dane_resolver import DaneWalk
 from mtasts_resolver.net.dns import DnsFailure, RRAnswer
 from mtasts_resolver.policy.dane import DaneOutcome, HostStatus
 
@@ -69,7 +69,7 @@ def host_ok(name: str, addr: str = "192.0.2.1", *, secure: bool = True, tlsa: tu
 def walk(answers: dict, domain: str = "example.test", settings: DaneConfig = DaneConfig()):
     fake = FakeDns(answers)
     results = []
-    DaneResolver(Clock(), fake, settings).resolve(domain).addCallback(results.append)
+    DaneWalk(Clock(), fake, settings).resolve(domain).addCallback(results.append)
     assert results, "the walk did not complete synchronously"
     return results[0], fake
 
@@ -206,7 +206,7 @@ def test_mx_hosts_are_looked_up_with_bounded_concurrency():
             return d
 
     fake = SlowDns(answers)
-    DaneResolver(Clock(), fake, DaneConfig(host_concurrency=3)).resolve("example.test")
+    DaneWalk(Clock(), fake, DaneConfig(host_concurrency=3)).resolve("example.test")
     hosts_started = {name for name, rdtype in fake.asked if rdtype == "A"}
     assert len(hosts_started) == 3
 
@@ -220,7 +220,7 @@ def test_the_whole_walk_has_one_deadline():
             return Deferred()
 
     results = []
-    DaneResolver(clock, HangingDns({}), DaneConfig(timeout_s=4)).resolve("example.test").addCallback(results.append)
+    DaneWalk(clock, HangingDns({}), DaneConfig(timeout_s=4)).resolve("example.test").addCallback(results.append)
     clock.advance(3.9)
     assert results == []
     clock.advance(0.2)

@@ -47,10 +47,12 @@ class Broken:
     max_age: int = WEEK_S
     txt: tuple[str, ...] = ("v=STSv1; id=1",)
     tlsrpt: bool = True
-    tlsa: str = "rollover"                    # rollover | single | mismatch
+    tlsa: str = "rollover"                    # rollover | single | mismatch | unusable
     signed: bool = True
     delegation: str = "secure"
     policy_cert: str = "good"
+    policy_status: int = 200
+    policy_body: bytes | None = None           # None: the policy of mode, patterns and max_age
 
     def host(self, mx: Mx) -> str:
         return f"{mx.label}.{self.domain}"
@@ -73,6 +75,8 @@ CASES = [
     _case("audit-twin", {"starttls-missing"}, 2, mx=(Mx(plain_twin=True),)),
     _case("audit-policycert-expiring", {"policy-cert-expiring"}, 1, policy_cert="expiring"),
     _case("audit-policycert-name", {"policy-cert-invalid"}, 2, policy_cert="wrong-name"),
+    _case("audit-policy-404", {"policy-fetch-failed"}, 2, policy_status=404),
+    _case("audit-policy-invalid", {"policy-invalid"}, 2, policy_body=b"version: STSv1\nmode: enforce\n"),
     _case("audit-txt-malformed", {"sts-txt-malformed"}, 2, txt=("v=STSv1; id=not-an-id!",)),
     _case("audit-txt-two", {"sts-txt-multiple"}, 2, txt=("v=STSv1; id=1", "v=STSv1; id=2")),
     _case("audit-testing", {"mode-testing"}, 0, mode="testing"),
@@ -81,6 +85,7 @@ CASES = [
     _case("audit-shortage", {"max-age-short"}, 1, max_age=86400),
     _case("audit-tlsa-mismatch", {"tlsa-mismatch"}, 2, tlsa="mismatch"),
     _case("audit-tlsa-single", {"tlsa-no-rollover"}, 1, tlsa="single"),
+    _case("audit-tlsa-unusable", {"tlsa-unusable"}, 2, tlsa="unusable"),
     _case("audit-tlsa-unsigned", {"tlsa-insecure", "mx-insecure"}, 1, signed=False),
     _case("audit-bogus", {"dnssec-bogus", "sts-txt-lookup-failed", "tlsrpt-lookup-failed"}, 2, delegation="bogus"),
 ]
@@ -90,6 +95,8 @@ def _tlsa(case: Broken, mx: Mx, pki) -> list[str]:
     ee = f"3 1 1 {pki.tlsa_data(case.host(mx), mx.cert)}"
     if case.tlsa == "single":
         return [ee]
+    if case.tlsa == "unusable":   # PKIX usages: not for SMTP (RFC 7672 §3.1.3)
+        return [f"1 1 1 {pki.tlsa_data(case.host(mx), mx.cert)}", f"0 1 1 {pki.ca_tlsa_data()}"]
     if case.tlsa == "mismatch":   # the keys of some other host: a rollover gone wrong
         other = f"other.{case.domain}"
         return [f"3 1 1 {pki.tlsa_data(other)}", f"3 0 1 {pki.tlsa_data(other, selector=0)}"]
@@ -123,10 +130,15 @@ class AuditWorld:
         return run_cli("-c", str(config or self.config), "audit", *args)
 
 
-def audit_config(dns_world, pki, state_dir: Path) -> str:
-    """A configuration pointing at the test world, its cache and spool in ``state_dir``."""
-    return (f'[daemon]\nstate_dir = "{state_dir}"\n\n[dane]\nprobe_name = "test."\nprobe_type = "SOA"\n\n'
-            + world_config(dns_world, pki, http_timeout_s=5))
+def audit_config(dns_world, pki, state_dir: Path, *, validating: bool = True) -> str:
+    """A configuration pointing at the test world, its cache and spool in ``state_dir``.
+
+    ``validating=False`` points it at the world's non-validating resolver instead.
+    """
+    tables = world_config(dns_world, pki, http_timeout_s=5)
+    if not validating:
+        tables = tables.replace(f'"{dns_world.resolver()[0]}"', f'"{dns_world.resolver(validating=False)[0]}"')
+    return f'[daemon]\nstate_dir = "{state_dir}"\n\n[dane]\nprobe_name = "test."\nprobe_type = "SOA"\n\n' + tables
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +152,8 @@ def audit_world(dns_world, policy_server, pki, tmp_path_factory) -> Iterator[Aud
     for case in cases:
         patterns = case.patterns or tuple(case.host(mx) for mx in case.mx)
         body = sts_policy(*(() if case.mode == "none" else patterns), mode=case.mode, max_age=case.max_age)
-        policy_server.set(f"mta-sts.{case.domain}", Route(body=body, cert=case.policy_cert))
+        policy_server.set(f"mta-sts.{case.domain}",
+                          Route(case.policy_status, case.policy_body or body, cert=case.policy_cert))
     workdir = tmp_path_factory.mktemp("audit")
     config = workdir / "config.toml"
     config.write_text(audit_config(dns_world, pki, workdir / "state"))

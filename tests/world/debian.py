@@ -9,11 +9,18 @@ network (``--private-network``: loopback only) and runs commands in it with
 ``nsenter`` into its init's namespaces: the host runs no systemd, so there
 is no machined to register with (``--register=no``) or to ask for a scope
 (``--keep-unit``), and ``machinectl`` cannot reach the container.
+
+``BootedDebian.network()`` moves the calling thread into the container's
+network namespace, so the test world (nsd, unbound, the policy web server,
+MX hosts: tests/world) is started on the container's own loopback: the
+container reaches nothing else, and the host's world, if any, is untouched.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import functools
 import os
 import shutil
@@ -21,6 +28,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.world.daemon import REPO
@@ -30,6 +38,9 @@ MIRROR = "http://deb.debian.org/debian"
 # What the booted container runs besides the package: systemd as init, and
 # a local MTA whose sendmail the report unit uses.
 CONTAINER_PACKAGES = ("systemd", "systemd-sysv", "dbus", "postfix")
+# Fetched into apt's cache only, installed offline in the booted container
+# (Exim replaces Postfix as the MTA, so it comes after the Postfix tests).
+DOWNLOADED_PACKAGES = ("exim4-daemon-light",)
 POSTFIX_DEBCONF = ("postfix postfix/main_mailer_type select Local only",
                    "postfix postfix/mailname string booted.test")
 BOOT_TIMEOUT_S = 120
@@ -74,6 +85,7 @@ def prepared_root(suite: str, workdir: Path, deb: Path) -> Path:
 echo '{debconf}' | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends {' '.join(CONTAINER_PACKAGES)} /tmp/{deb.name} >/dev/null
+apt-get install -y -qq --no-install-recommends --download-only {' '.join(DOWNLOADED_PACKAGES)} >/dev/null
 rm /tmp/{deb.name} /usr/sbin/policy-rc.d
 echo booted-{suite} > /etc/hostname
 """, timeout_s=1200)
@@ -85,6 +97,7 @@ class BootedDebian:
 
     def __init__(self, root: Path, name: str) -> None:
         self.root = root
+        self.suite = root.name   # prepared_root's directory is named after the suite
         self.name = name
         self.console = root.parent / f"{name}.console"
         self.proc: subprocess.Popen | None = None
@@ -117,6 +130,21 @@ class BootedDebian:
                               capture_output=True, text=True, timeout=timeout_s,
                               env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
 
+    @contextlib.contextmanager
+    def network(self) -> Iterator[None]:
+        """The calling thread in the container's network namespace (its sockets, and its children's, too)."""
+        host = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        container = os.open(f"/proc/{self.init_pid}/ns/net", os.O_RDONLY)
+        try:
+            _setns(container)
+            try:
+                yield
+            finally:
+                _setns(host)
+        finally:
+            os.close(container)
+            os.close(host)
+
     def unit(self, name: str, *properties: str) -> dict[str, str]:
         """``systemctl show`` of ``name``: the asked properties by name."""
         out = self.run("systemctl", "show", name, *(f"--property={p}" for p in properties)).stdout
@@ -140,3 +168,14 @@ class BootedDebian:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    """setns(2) into a network namespace (Python 3.11 has no os.setns)."""
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))

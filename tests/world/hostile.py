@@ -6,7 +6,7 @@ entry that writes raw HTTP bytes: valid policies in every framing
 (Content-Length, chunked, close-delimited) and attacks (headers that never
 end, a 1xx storm, a slow body, oversize bodies of each framing).  It counts
 the connections it holds open per name, so a test can see when the daemon
-hung up.  :func:`proc_usage` reads a process's RSS and open file
+hung up.  :func:`proc_usage` reads a process tree's RSS and open file
 descriptors from /proc, :class:`SteadyClient` is the well-behaved client
 that must keep being answered during an attack, and :func:`set_limits`
 writes short limits into a test daemon's config so attacks end quickly.
@@ -236,13 +236,37 @@ class HostileServer:
 
 
 def proc_usage(pid: int) -> tuple[int, int]:
-    """(RSS in bytes, open file descriptors) of a process, from /proc."""
-    rss_kb = 0
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                rss_kb = int(line.split()[1])
-    return rss_kb * 1024, len(os.listdir(f"/proc/{pid}/fd"))
+    """(RSS in bytes, open file descriptors) of a process and its descendants, from /proc.
+
+    The descendants are the daemon's resolver processes: the policy fetches'
+    sockets and buffers live there, so a bound on the daemon alone would not
+    be one.
+    """
+    rss, fds = 0, 0
+    for member in _family(pid):
+        try:
+            with open(f"/proc/{member}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) * 1024
+            fds += len(os.listdir(f"/proc/{member}/fd"))
+        except FileNotFoundError:   # ended meanwhile
+            continue
+    return rss, fds
+
+
+def _family(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        member = pending.pop()
+        found.append(member)
+        try:
+            for task in os.listdir(f"/proc/{member}/task"):
+                with open(f"/proc/{member}/task/{task}/children") as children:
+                    pending.extend(int(child) for child in children.read().split())
+        except FileNotFoundError:
+            continue
+    return found
 
 
 class SteadyClient(threading.Thread):

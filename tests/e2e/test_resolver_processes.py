@@ -1,0 +1,134 @@
+"""The daemon's resolver processes (mtasts_resolver/offload), with a real daemon, DNS and policy host.
+
+Cold resolutions run in a child process.  What must hold: a domain is
+resolved there and enforced; killing the child makes a NEW enforce domain
+TEMP (our trouble is no downgrade: never NOTFOUND, nothing cached), cached
+domains keep being answered from memory meanwhile, the child is started
+again and the new domain then gets its policy; and the child never outlives
+the daemon, however the daemon ends.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from mtasts_resolver.offload.child import NICENESS
+from tests.world import Route
+from tests.world.daemon import DaemonProcess, world_config
+from tests.world.fixtures import WORLD_ID
+from tests.world.netstrings import netstring, socketmap_call
+
+DOMAINS = ("offload-a", "offload-b", "offload-c")
+
+
+def policy(name: str) -> bytes:
+    return f"version: STSv1\nmode: enforce\nmx: mx.{name}.test\nmax_age: 86400\n".encode()
+
+
+def expected(name: str) -> bytes:
+    return f"OK secure match=mx.{name}.test servername=hostname".encode()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return found
+
+
+def ask(daemon: DaemonProcess, name: str) -> bytes:
+    return socketmap_call(daemon.socketmap_port, netstring(f"postfix {name}.test".encode()))
+
+
+def logged(daemon: DaemonProcess, line: str, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while line not in daemon.log_tail(200) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return line in daemon.log_tail(200)
+
+
+def gone(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def daemon(dns_world, policy_server, pki, tmp_path):
+    base = list(dns_world.parent_records)
+    records = []
+    for name in DOMAINS:
+        records += [f'_mta-sts.{name} 60 IN TXT "v=STSv1; id=1"', f"mta-sts.{name} 60 IN A 127.60.{WORLD_ID}.1"]
+        policy_server.set(f"mta-sts.{name}.test", Route(body=policy(name)))
+    dns_world.set_parent_records(base + records)
+    proc = DaemonProcess(tmp_path, world_config(dns_world, pki))
+    proc.start()
+    yield proc
+    proc.stop()
+    dns_world.set_parent_records(base)
+
+
+def test_a_killed_resolver_process_means_temp_then_it_is_back(daemon):
+    assert ask(daemon, "offload-a") == expected("offload-a")        # resolved in the child
+    [child] = children(daemon.proc.pid)
+    os.kill(child, signal.SIGSTOP)     # first: stuck, so the kill below lands while the lookup waits on it
+    os.kill(child, signal.SIGKILL)
+    answer = ask(daemon, "offload-b")
+    assert answer.startswith(b"TEMP "), answer                     # never NOTFOUND: a downgrade
+    assert ask(daemon, "offload-a") == expected("offload-a")        # the cached domain: from memory
+    assert daemon.wait_for("resolver process 0 DOWN: new domains answered TEMP", 5), daemon.notifications
+    assert logged(daemon, "resolver process 0 started again", 10), daemon.log_tail()
+    deadline = time.monotonic() + 5
+    while "DOWN" in daemon.notifications[-1] and time.monotonic() < deadline:
+        daemon.wait_for("(collect what has arrived)", 0.2)
+    assert "DOWN" not in daemon.notifications[-1], daemon.notifications    # STATUS: back
+    assert ask(daemon, "offload-b") == expected("offload-b")        # nothing was cached from the TEMP
+    [again] = children(daemon.proc.pid)
+    assert again != child
+    assert "ended" in daemon.log_tail(80)                           # said loudly, with the child's pid
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_the_resolver_process_never_outlives_the_daemon(daemon, how):
+    assert ask(daemon, "offload-c") == expected("offload-c")
+    [child] = children(daemon.proc.pid)
+    daemon.stop(how)
+    assert gone(child, 10), f"resolver process {child} still running after the daemon got {how!r}"
+
+
+def nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_the_resolver_process_yields_the_cpu_to_the_event_loop(daemon):
+    [child] = children(daemon.proc.pid)
+    assert nice(child) == min(nice(daemon.proc.pid) + NICENESS, 19)
+    assert "cannot renice" not in daemon.log_tail(200)
+
+
+def test_out_of_file_descriptors_is_temp_never_notfound(daemon):
+    """The resolver process cannot open one more socket: a new enforce domain is TEMP, and nothing is cached."""
+    [child] = children(daemon.proc.pid)
+    before = resource.prlimit(child, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{child}/fd"))
+    resource.prlimit(child, resource.RLIMIT_NOFILE, (in_use, before[1]))   # no DNS socket, no fetch
+    try:
+        for _ in range(3):
+            answer = ask(daemon, "offload-b")
+            assert answer.startswith(b"TEMP "), answer
+    finally:
+        resource.prlimit(child, resource.RLIMIT_NOFILE, before)
+    assert ask(daemon, "offload-b") == expected("offload-b")       # not remembered: resolved now
+    assert "limit local resources reached" in daemon.log_tail(200)
