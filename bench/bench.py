@@ -34,10 +34,12 @@ from mtasts_resolver.store.sqlite import SqliteStore  # noqa: E402
 from tests.world.daemon import DaemonProcess, free_port  # noqa: E402
 from tests.world import DnsWorld, PolicyServer, Route, TestPKI  # noqa: E402
 from tests.world.fixtures import WORLD_ID  # noqa: E402
+from tests.world.hostile import proc_usage  # noqa: E402
 
 POLICY_IP = f"127.60.{WORLD_ID}.1"
 REFERENCE = "postfix-mta-sts-resolver"
 STORM_POLICY_SHARE = 10   # one storm domain in this many publishes a policy
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")   # Debian's ca-certificates
 
 
 def policy_body(domain: str) -> bytes:
@@ -131,10 +133,8 @@ def concurrent_clients(port: int, key_lists: list[list[str]]) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """RSS of the process and its children (our resolver processes; the reference has none)."""
+    return proc_usage(pid)[0] / (1024 * 1024)
 
 
 def footprint(workdir: Path, count: int) -> tuple[float, float]:
@@ -194,12 +194,16 @@ def main() -> None:
         server.start()
         stack.callback(server.stop)
         resolver_ip, resolver_port = world.resolver()
+        # Both trust a store the size of a real one, as in production (ca_file = "": the system's): the
+        # system's CA bundle plus the test CA.
+        trust = work / "trust.pem"
+        trust.write_bytes(SYSTEM_CA_BUNDLE.read_bytes() + pki.ca_file.read_bytes())
         ours_body = f"""
 [dns]
 nameservers = ["{resolver_ip}"]
 port = {resolver_port}
 [mta_sts]
-ca_file = "{pki.ca_file}"
+ca_file = "{trust}"
 txt_recheck_s = 86400
 [dane]
 probe_name = "test."
@@ -211,7 +215,7 @@ min_ttl_s = 3600
         ours.config_path.write_text(ours.config_path.read_text().replace('"debug"', '"warn"'))
         ours.start()
         stack.callback(ours.stop)
-        ref = Reference(ref_venv, work, resolver_ip, pki.ca_file)
+        ref = Reference(ref_venv, work, resolver_ip, trust)
         stack.callback(ref.stop)
         echo_port = free_port()
         echo = subprocess.Popen([str(rig.echoserver), str(echo_port), "s"])
