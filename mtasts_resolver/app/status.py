@@ -70,7 +70,7 @@ def _store_status(config: Config) -> dict[str, Any]:
     if config.cache.backend == "sqlite" and not config.cache_path.exists():
         return {"path": str(config.cache_path), "error": "no cache file yet (the daemon creates it at its first start)"}
     try:
-        store = open_store(config.cache.backend, str(config.cache_path))
+        store = open_store(config.cache, config.cache_path)
     except StoreError as exc:
         return {"path": str(config.cache_path), "error": str(exc)}
     try:
