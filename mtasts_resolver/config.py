@@ -93,10 +93,10 @@ class DaemonConfig:
             "~/.local/state/mtasts-resolver."))
     workers: int = field(default=1, metadata=_meta(minimum=1,
         doc="Processes serving the same listening sockets, one core each (app/workers.py, README \"Performance\")."))
-    resolver_processes: int = field(default=1, metadata=_meta(minimum=0,
+    resolver_processes: int = field(default=2, metadata=_meta(minimum=0,
         doc="Child processes (per worker) that make the cold resolutions: DNS, the policy fetch, the DANE walk. The event "
-            "loop answering cached lookups then never waits behind them (mtasts_resolver/offload). 0: resolve on the "
-            "event loop itself."))
+            "loop answering cached lookups then never waits behind them (mtasts_resolver/offload). Cold work is Python "
+            "CPU: two use two cores (README \"Performance\"), about 30 MB each. 0: resolve on the event loop itself."))
     drain_timeout_s: float = field(default=20.0, metadata=_meta(minimum=0,
         doc="On SIGTERM (and for listeners a SIGHUP removes), wait this long for lookups in flight to be answered before "
             "dropping their connections. Covers one DNS timeout plus one policy fetch at the defaults; keep it below the "
