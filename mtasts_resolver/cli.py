@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="warn of certificates expiring within N days (default: 21)")
     commands.add_parser("salvage-cache", help="copy the readable rows of a damaged policy cache into a fresh "
                         "file, keeping the damaged one aside (with the daemon stopped)")
+    copy = commands.add_parser("copy-to-postgresql", help="copy this host's SQLite cache and TLS-RPT spool into "
+                               "the PostgreSQL store of [cache] (once per host, with the daemon stopped)")
+    copy.add_argument("--from", dest="source", metavar="FILE", help="the SQLite file (default: [cache] path, "
+                      "else STATE_DIR/cache.sqlite3)")
     return parser
 
 
@@ -85,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         from mtasts_resolver.app.salvage import salvage_command
 
         return salvage_command(config)
+    if args.command == "copy-to-postgresql":
+        from mtasts_resolver.app.copy import copy_command
+
+        return copy_command(config, args.source)
     if args.command == "status":
         from mtasts_resolver.app.status import status_command
 

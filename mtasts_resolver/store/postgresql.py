@@ -36,7 +36,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 
 import psycopg
@@ -45,7 +45,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from mtasts_resolver.config import CacheConfig
 from mtasts_resolver.policy.model import CachedPolicy
 from mtasts_resolver.store import DamagedCache, OutcomeRow, ReportLocked, StoreError
-from mtasts_resolver.store.sqlite import checksum, policy_from_row
+from mtasts_resolver.store.sqlite import policy_from_row, policy_rows
 from mtasts_resolver.store.tlsrpt_sql import Statement, TlsrptTables, outcome_rows
 
 SCHEMA_VERSION = 1
@@ -67,7 +67,7 @@ def redacted(dsn: str) -> str:
     return make_conninfo(**params)
 
 
-def _placeholders(sql: str) -> str:
+def placeholders(sql: str) -> str:
     """``?`` (the SQL of both backends) as psycopg's ``%s``."""
     return sql.replace("%", "%%").replace("?", "%s")
 
@@ -111,6 +111,23 @@ def _why(exc: psycopg.Error) -> str:
     return str(exc).strip().replace("\n", "; ") or type(exc).__name__
 
 
+@contextmanager
+def _transaction(connections: _Connections, what: str) -> Iterator[psycopg.Cursor]:
+    """A cursor in one transaction of this thread's connection; a failure is a StoreError saying ``what`` failed."""
+    try:
+        conn = connections.get()
+        with conn.transaction(), conn.cursor() as cursor:
+            yield cursor
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot {what} at {connections.where}: {_why(exc)}") from None
+
+
+UPSERT_POLICY = ("INSERT INTO sts_policy (domain, txt_id, policy, fetched_at, checksum) VALUES (%s, %s, %s, %s, %s) "
+                 "ON CONFLICT (domain) DO UPDATE SET txt_id = excluded.txt_id, policy = excluded.policy, "
+                 "fetched_at = excluded.fetched_at, checksum = excluded.checksum "
+                 "WHERE sts_policy.fetched_at <= excluded.fetched_at")
+
+
 class PostgresOutcomeWriter:
     """The spool's writer: its own connection, used by its writer thread only."""
 
@@ -120,14 +137,10 @@ class PostgresOutcomeWriter:
 
     def add(self, rows: Iterable[OutcomeRow], cursors: Mapping[str, str],
             policies: Mapping[str, tuple[str, float]] | None = None) -> None:
-        try:
-            conn = self._connections.get()
-            with conn.transaction(), conn.cursor() as cursor:
-                for sql, many in outcome_rows(rows, cursors, policies, self._cursor_key):
-                    if many:
-                        cursor.executemany(_placeholders(sql), many)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot spool TLS-RPT outcomes to PostgreSQL: {_why(exc)}") from None
+        with _transaction(self._connections, "spool TLS-RPT outcomes") as cursor:
+            for sql, many in outcome_rows(rows, cursors, policies, self._cursor_key):
+                if many:
+                    cursor.executemany(placeholders(sql), many)
 
     def close(self) -> None:
         self._connections.close()
@@ -192,19 +205,10 @@ class PostgresStore(TlsrptTables):
 
     def save_policies(self, policies: Iterable[CachedPolicy]) -> None:
         """Upsert in one transaction; a row fetched later by another daemon is not replaced by an older one."""
-        rows = [(p.domain, p.txt_id, text, p.fetched_at, checksum(p.domain, p.txt_id, text, p.fetched_at))
-                for p in policies for text in ("\n".join(p.policy.lines),)]
-        try:
-            conn = self._connections.get()
-            with conn.transaction(), conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO sts_policy (domain, txt_id, policy, fetched_at, checksum) VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (domain) DO UPDATE SET txt_id = excluded.txt_id, policy = excluded.policy, "
-                    "fetched_at = excluded.fetched_at, checksum = excluded.checksum "
-                    "WHERE sts_policy.fetched_at <= excluded.fetched_at", rows)
-        except psycopg.Error as exc:
-            domains = ", ".join(row[0] for row in rows[:3]) + (" ..." if len(rows) > 3 else "")
-            raise StoreError(f"cannot save policy of {domains} to PostgreSQL: {_why(exc)}") from None
+        rows = policy_rows(policies)
+        domains = ", ".join(row[0] for row in rows[:3]) + (" ..." if len(rows) > 3 else "")
+        with self.transaction(f"save the policy of {domains}") as cursor:
+            cursor.executemany(UPSERT_POLICY, rows)
 
     def delete_policy(self, domain: str) -> None:
         self._write([("DELETE FROM sts_policy WHERE domain = ?", (domain,))])
@@ -237,14 +241,18 @@ class PostgresStore(TlsrptTables):
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         try:
-            return self._connections.get().execute(_placeholders(sql), args).fetchall()
+            return self._connections.get().execute(placeholders(sql), args).fetchall()
         except psycopg.Error as exc:
             raise StoreError(f"cannot read the TLS-RPT spool at {self.where}: {_why(exc)}") from None
 
     def _write(self, statements: list[Statement]) -> list[int]:
-        try:
-            conn = self._connections.get()
-            with conn.transaction():
-                return [conn.execute(_placeholders(sql), args).rowcount for sql, args in statements]
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot write to PostgreSQL at {self.where}: {_why(exc)}") from None
+        counts = []
+        with self.transaction("write") as cursor:
+            for sql, args in statements:
+                cursor.execute(placeholders(sql), args)
+                counts.append(cursor.rowcount)
+        return counts
+
+    def transaction(self, what: str) -> AbstractContextManager[psycopg.Cursor]:
+        """A cursor in one transaction (the copy command writes through it)."""
+        return _transaction(self._connections, what)

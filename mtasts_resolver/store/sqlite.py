@@ -34,6 +34,12 @@ def checksum(domain: str, txt_id: str, text: str, fetched_at: float) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def policy_rows(policies: Iterable[CachedPolicy]) -> list[tuple[str, str, str, float, str]]:
+    """(domain, txt_id, policy text, fetched_at, checksum) of each policy: a stored row, in either backend."""
+    return [(p.domain, p.txt_id, text, p.fetched_at, checksum(p.domain, p.txt_id, text, p.fetched_at))
+            for p in policies for text in ("\n".join(p.policy.lines),)]
+
+
 def policy_from_row(domain: bytes, txt_id: bytes, text: bytes, fetched_at: object,
                     stored_checksum: object = None) -> CachedPolicy | tuple[str, str]:
     """One stored row as a policy, or (domain, why it cannot be loaded): a row this program wrote always loads.
@@ -178,8 +184,7 @@ class SqliteStore(SqliteTlsrpt):
 
     def save_policies(self, policies: Iterable[CachedPolicy]) -> None:
         """Several policies in one transaction (one fsync): imports and benchmarks."""
-        rows = [(p.domain, p.txt_id, text, p.fetched_at, checksum(p.domain, p.txt_id, text, p.fetched_at))
-                for p in policies for text in ("\n".join(p.policy.lines),)]
+        rows = policy_rows(policies)
         try:
             with self._db:
                 self._db.executemany(

@@ -65,3 +65,9 @@ CREATE TABLE tlsrpt_policy (
     policy      TEXT NOT NULL,
     updated_at  DOUBLE PRECISION NOT NULL
 );
+
+-- Each host's SQLite file copied in by `mtasts-resolver copy-to-postgresql`, so that it is copied once.
+CREATE TABLE store_copy (
+    source     TEXT PRIMARY KEY,           -- HOST:PATH of the SQLite file
+    copied_at  DOUBLE PRECISION NOT NULL
+);
