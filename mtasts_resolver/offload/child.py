@@ -57,6 +57,8 @@ class ResolverChild:
         d = Deferred.fromCoroutine(self._call(method, domain))
         d.addCallbacks(lambda result: self.channel.send((call_id, True, result)),
                        lambda failure: self.channel.send((call_id, False, _error(failure))))
+        # A result that cannot be sent (a bug: it does not pickle) is still an answer: the error.
+        d.addErrback(lambda failure: self.channel.send((call_id, False, _error(failure))))
 
     async def _call(self, method: str, domain: str) -> object:
         return await getattr(self._network, method)(domain)

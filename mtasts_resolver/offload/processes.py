@@ -7,7 +7,8 @@ TEMP and nothing is cached): when its child dies (all its calls fail at
 once, and the child is started again after :data:`RESTART_DELAY_S`), when
 no child is running, or when no answer comes within the call deadline
 (the longest of the configured DNS, HTTP and DANE timeouts, plus
-:data:`DEADLINE_SLACK_S`: a child past it is stuck, not slow).
+:data:`DEADLINE_SLACK_S`: a child past it is stuck, not slow, and is killed
+and started again).
 """
 
 from __future__ import annotations
@@ -218,9 +219,14 @@ class _Child(ProcessProtocol):
             d.errback(LocalFailure(text) if local else RemoteError(text))
 
     def _overdue(self, call_id: int, method: str, domain: str, deadline_s: float) -> None:
+        """Every call has its own deadline inside the child: past this one the child is stuck. Replace it."""
         d, _ = self._pending.pop(call_id)
         d.errback(LocalFailure(f"resolver process {self.index} gave no {method} result for {domain} "
                                f"within {deadline_s:g} s"))
+        log.critical("resolver process {index} (pid {pid}) is stuck: no {method} result for {domain} within "
+                     "{deadline:g} s; killing it", index=self.index, pid=self.pid, method=method, domain=domain,
+                     deadline=deadline_s)
+        self.kill()
 
     def kill(self) -> None:
         if self.pid is not None and not self.ended.called:

@@ -136,3 +136,25 @@ def test_out_of_file_descriptors_is_temp_never_notfound(daemon):
             resource.prlimit(child, resource.RLIMIT_NOFILE, before[child])
     assert ask(daemon, "offload-b") == expected("offload-b")       # not remembered: resolved now
     assert "limit local resources reached" in daemon.log_tail(200)
+
+
+def test_a_stuck_resolver_process_is_replaced(dns_world, policy_server, pki, tmp_path):
+    """SIGSTOP: the call's deadline passes (TEMP), the stuck child is killed and started again."""
+    proc = DaemonProcess(tmp_path, world_config(dns_world, pki, dns_timeout_s=0.5, http_timeout_s=0.5)
+                         + "[dane]\ntimeout_s = 0.5\n")   # the call deadline: 0.5 s + 5 s
+    proc.start()
+    try:
+        stuck = children(proc.proc.pid)
+        for child in stuck:
+            os.kill(child, signal.SIGSTOP)
+        started = time.monotonic()
+        answer = ask(proc, "offload-stuck")
+        assert answer.startswith(b"TEMP "), answer
+        assert time.monotonic() - started < 10
+        assert logged(proc, "is stuck", 5) and logged(proc, "started again", 10), proc.log_tail()
+        now = children(proc.proc.pid)
+        assert len(now) == 2 and set(stuck) - set(now)     # the child of that domain was replaced
+    finally:
+        for child in set(stuck) & set(children(proc.proc.pid)):
+            os.kill(child, signal.SIGCONT)               # the other one: never asked, never judged
+        proc.stop()
