@@ -32,7 +32,9 @@ from twisted.internet.defer import (
     Deferred,
     DeferredSemaphore,
     FirstError,
+    ensureDeferred,
     gatherResults,
+    maybeDeferred,
     succeed,
 )
 from twisted.internet.interfaces import IReactorTime
@@ -274,20 +276,24 @@ class PolicyService:
         cached = current.policy if current is not None else None
         sts = Deferred.fromCoroutine(self._resolve_sts(domain, cached))
         if self._dane is None:
-            txt, step, fetched, policy = await sts
+            txt, step, fetched, policy, previous = await sts
             dane = None
         else:
             try:
-                (txt, step, fetched, policy), dane = await gatherResults([sts, self._dane.resolve(domain)],
-                                                                         consumeErrors=True)
+                (txt, step, fetched, policy, previous), dane = await gatherResults(
+                    [sts, self._dane.resolve(domain)], consumeErrors=True)
             except FirstError as exc:
                 exc.subFailure.raiseException()
         result = Resolution(domain, txt, step, fetched, policy, dane)
-        self._record(result, current, self._clock.seconds())
+        self._record(result, current, previous, self._clock.seconds())
         return result
 
     async def _resolve_sts(self, domain: str, cached: CachedPolicy | None) -> tuple:
-        txt = await self._resolver.discover(domain)
+        """(TXT, plan, fetched, policy now, policy before): the MTA-STS half of a resolution."""
+        discovering = ensureDeferred(self._resolver.discover(domain))
+        if cached is None:
+            cached = await self._stored(domain)   # meanwhile the TXT lookup runs
+        txt = await discovering
         now = self._clock.seconds()
         step = plan(cached, txt, now, self._settings.refresh_before_s)
         fetched: StsPolicy | StsFailure | None = None
@@ -300,12 +306,31 @@ class PolicyService:
             policy = cached
         else:
             policy = None
-        return txt, step, fetched, policy
+        return txt, step, fetched, policy, cached
 
-    def _record(self, result: Resolution, current: _Entry | None, now: float) -> None:
-        """Make a resolution's outcome the current answer, persist it, and log what matters."""
+    async def _stored(self, domain: str) -> CachedPolicy | None:
+        """A usable policy another worker, or another MTA of the fleet, stored for ``domain``.
+
+        Its TXT id is then checked like that of our own cached policy, so it
+        saves the fetch, not the discovery (RFC 8461 §5.1 applies to it as
+        to ours).  A store that cannot be read costs only that saving.
+        """
+        try:
+            stored = await maybeDeferred(self._store.load_policy, domain)
+        except StoreError as exc:
+            self.log.warn("{domain}: the policy store could not be read ({error}); resolving without it",
+                          domain=domain, error=exc)
+            return None
+        return stored if stored is not None and stored.usable(self._clock.seconds()) else None
+
+    def _record(self, result: Resolution, current: _Entry | None, previous: CachedPolicy | None,
+                now: float) -> None:
+        """Make a resolution's outcome the current answer, persist it, and log what matters.
+
+        ``previous`` is the policy the resolution started from: this entry's,
+        or one another process stored (then it is not written again).
+        """
         domain, policy, failure = result.domain, result.policy, result.failure
-        previous = current.policy if current is not None else None
         if policy is not None and policy is not previous:
             self.log.info("{domain}: {mode} policy id {txt_id} (max_age {max_age} s)", domain=domain,
                           mode=policy.policy.mode.value, txt_id=policy.txt_id, max_age=policy.policy.max_age)

@@ -71,6 +71,14 @@ class PolicyStore(Protocol):
         """Every stored policy, expired ones included (the caller decides)."""
         ...
 
+    def load_policy(self, domain: str) -> CachedPolicy | None:
+        """The stored policy of one domain (expired or not), None if there is none.
+
+        What a worker or fleet member that misses in memory asks before fetching: another one may have
+        fetched it.  A row that cannot be loaded raises :class:`StoreError`.
+        """
+        ...
+
     def save_policy(self, policy: CachedPolicy) -> None:
         """Insert or replace the policy of ``policy.domain``, durably."""
         ...

@@ -45,7 +45,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from mtasts_resolver.config import CacheConfig
 from mtasts_resolver.policy.model import CachedPolicy
 from mtasts_resolver.store import DamagedCache, OutcomeRow, ReportLocked, StoreError
-from mtasts_resolver.store.sqlite import policy_from_row, policy_rows
+from mtasts_resolver.store.sqlite import loaded_policy, policy_from_row, policy_rows
 from mtasts_resolver.store.tlsrpt_sql import Statement, TlsrptTables, outcome_rows
 
 SCHEMA_VERSION = 1
@@ -199,6 +199,18 @@ class PostgresStore(TlsrptTables):
             raise StoreError(f"cannot load policies from {self.where}: {_why(exc)}") from None
         if damaged:
             raise DamagedCache(self.where, damaged)
+
+    def load_policy(self, domain: str) -> CachedPolicy | None:
+        try:
+            rows = self._connections.get().execute(
+                "SELECT domain, txt_id, policy, fetched_at, checksum FROM sts_policy WHERE domain = %s",
+                (domain,)).fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot read the policy of {domain} at {self.where}: {_why(exc)}") from None
+        if not rows:
+            return None
+        name, txt_id, text, fetched_at, stored = rows[0]
+        return loaded_policy((name.encode(), txt_id.encode(), text.encode(), fetched_at, stored.encode()))
 
     def save_policy(self, policy: CachedPolicy) -> None:
         self.save_policies([policy])

@@ -60,6 +60,10 @@ class RetryingPolicyStore:
     def load_policies(self) -> Iterator[CachedPolicy]:
         return self._store.load_policies()
 
+    def load_policy(self, domain: str) -> Deferred[CachedPolicy | None]:
+        """The store's :meth:`~mtasts_resolver.store.PolicyStore.load_policy`, in the write thread for a remote store."""
+        return self._call(self._store.load_policy, domain)
+
     def save_policy(self, policy: CachedPolicy) -> None:
         self.save_policies([policy])
 

@@ -40,6 +40,16 @@ def policy_rows(policies: Iterable[CachedPolicy]) -> list[tuple[str, str, str, f
             for p in policies for text in ("\n".join(p.policy.lines),)]
 
 
+def loaded_policy(row: tuple | None) -> CachedPolicy | None:
+    """One ``load_policy`` row (as bytes, as :func:`policy_from_row` takes it) or None; a bad row is a StoreError."""
+    if row is None:
+        return None
+    loaded = policy_from_row(*row)
+    if not isinstance(loaded, CachedPolicy):
+        raise StoreError(f"the stored policy of {loaded[0]} cannot be loaded: {loaded[1]}")
+    return loaded
+
+
 def policy_from_row(domain: bytes, txt_id: bytes, text: bytes, fetched_at: object,
                     stored_checksum: object = None) -> CachedPolicy | tuple[str, str]:
     """One stored row as a policy, or (domain, why it cannot be loaded): a row this program wrote always loads.
@@ -175,6 +185,13 @@ class SqliteStore(SqliteTlsrpt):
             raise DamagedCache(str(self.path), [*damaged, ("file", f"reading stopped: {exc}")]) from exc
         if damaged:
             raise DamagedCache(str(self.path), damaged)
+
+    def load_policy(self, domain: str) -> CachedPolicy | None:
+        try:
+            row = self._db.execute(f"{_SELECT_RAW_POLICIES} WHERE domain = ?", (domain,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the policy of {domain}: {exc}") from exc
+        return loaded_policy(row)
 
     def close(self) -> None:
         self._db.close()

@@ -12,7 +12,9 @@ import pytest
 from mtasts_resolver.policy.model import CachedPolicy
 from mtasts_resolver.policy.sts import parse_policy
 from mtasts_resolver.store.sqlite import SqliteStore
-from tests.world.daemon import DaemonProcess
+from tests.world import Route
+from tests.world.addresses import POLICY_IP
+from tests.world.daemon import DaemonProcess, world_config
 from tests.world.policy_server import sts_policy
 
 EXPECTED = "secure match=mx.pool.example servername=hostname"
@@ -81,3 +83,28 @@ def test_a_pool_starts_on_an_empty_state_directory(tmp_path):
     finally:
         proc.stop()
     assert "database is locked" not in proc.log_tail(200)
+
+
+def test_workers_share_what_one_of_them_fetched(dns_world, policy_server, pki, tmp_path):
+    """Worker A fetches a new domain; worker B, asked next, finds it in the store: one fetch per host."""
+    base = list(dns_world.parent_records)
+    dns_world.set_parent_records(base + ['_mta-sts.shared 60 IN TXT "v=STSv1; id=1"',
+                                         f"mta-sts.shared 60 IN A {POLICY_IP}"])
+    policy_server.set("mta-sts.shared.test", Route(body=sts_policy("mx.shared.test")))
+    proc = DaemonProcess(tmp_path, world_config(dns_world, pki))
+    proc.config_path.write_text(proc.config_path.read_text().replace('log_level = "debug"',
+                                                                     'log_level = "debug"\nworkers = 2'))
+    proc.start()
+    try:
+        expected = (0, "secure match=mx.shared.test servername=hostname")
+        first, second = workers_of(proc.proc.pid)
+        for asked, paused in ((first, second), (second, first)):   # each worker in turn answers alone
+            os.kill(paused, signal.SIGSTOP)
+            try:
+                assert proc.postmap("shared.test", proc.socketmap_map()) == expected, proc.log_tail()
+            finally:
+                os.kill(paused, signal.SIGCONT)
+        assert policy_server.hits("mta-sts.shared.test") == 1, proc.log_tail()
+    finally:
+        proc.stop()
+        dns_world.set_parent_records(base)

@@ -15,7 +15,7 @@ from twisted.logger import capturedLogs
 from mtasts_resolver.config import MtaStsConfig
 from mtasts_resolver.limits import LimitLog
 from mtasts_resolver.lookup import NOT_FOUND, AnswerKind
-from mtasts_resolver.policy.model import FailureType, NoStsTxt, StsFailure, StsTxt
+from mtasts_resolver.policy.model import CachedPolicy, FailureType, NoStsTxt, StsFailure, StsTxt
 from mtasts_resolver.policy.sts import parse_policy
 from mtasts_resolver.service import BUSY, RESOLUTIONS_LIMIT, PolicyService
 from mtasts_resolver.store.sqlite import SqliteStore
@@ -250,3 +250,32 @@ def test_a_failed_resolution_frees_its_slot(tmp_path):
     resolver.discovers[0][1].errback(RuntimeError("bug"))
     assert out[0].kind is AnswerKind.TEMP
     assert isinstance(service.lookup("postfix", "other.example"), Deferred)
+
+
+@pytest.mark.parametrize("txt_id, age_s, fetched", [
+    ("1", 0, False),            # another worker fetched it, same TXT id: used without a fetch
+    ("2", 0, True),             # the domain changed its policy since: fetched
+    ("1", 86400, True),         # what is stored ran out of max_age: fetched
+])
+def test_a_policy_another_process_stored_saves_the_fetch(world, tmp_path, txt_id, age_s, fetched):
+    clock, resolver, store, service, settings = world
+    other_worker = SqliteStore(tmp_path / "cache.sqlite3")      # the same file, another connection
+    other_worker.save_policy(CachedPolicy("example.com", "1", POLICY, clock.seconds() - age_s))
+    other_worker.close()
+    answers = results([service.lookup("postfix", "example.com")])
+    resolver.discovers[0][1].callback(StsTxt(txt_id, f"v=STSv1; id={txt_id}"))   # the TXT id is checked all the same
+    assert len(resolver.fetches) == int(fetched)
+    if fetched:
+        resolver.fetches[0][1].callback(POLICY)
+    assert answers == [ENFORCE]
+
+
+def test_a_store_that_cannot_be_read_only_costs_the_saving(world):
+    clock, resolver, store, service, settings = world
+    store.close()                                                  # every read now fails with StoreError
+    with capturedLogs() as events:
+        answers = results([service.lookup("postfix", "example.com")])
+        resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+        resolver.fetches[0][1].callback(POLICY)
+    assert answers == [ENFORCE]
+    assert any("could not be read" in (e.get("log_format") or "") for e in events)

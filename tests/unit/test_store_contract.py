@@ -64,6 +64,17 @@ def test_policies_round_trip_replace_and_delete(store, cache):
         again.close()
 
 
+def test_one_policy_is_read_by_its_domain(store, cache):
+    """What a worker or another MTA of the fleet reads when it misses in memory."""
+    store.save_policy(CachedPolicy("a.example", "1", POLICY, 1000.0))
+    again = open_store(*cache)
+    try:
+        assert again.load_policy("a.example") == CachedPolicy("a.example", "1", POLICY, 1000.0)
+        assert again.load_policy("b.example") is None
+    finally:
+        again.close()
+
+
 def test_a_store_says_where_it_is_without_a_password(store, cache):
     assert store.where
     assert "secret" not in store.where and (cache[0].backend != "sqlite" or store.where == str(cache[1]))
