@@ -147,7 +147,7 @@ class DnsClient:
             if response is None:
                 return RRAnswer((), False, 0, nxdomain=True, canonical_name=_text(qname))
             secure = bool(response.flags & dns.flags.AD)
-            return _from_chain(response, (), secure, nxdomain=True)
+            return _from_chain(_chaining(response), (), secure, nxdomain=True)
         except dns.resolver.NoNameservers as exc:
             raise DnsFailure(f"{name}/{rdtype}: no server answered (SERVFAIL or refused)") from exc
         except dns.exception.Timeout as exc:
@@ -161,7 +161,8 @@ class DnsClient:
             raise _local(name, rdtype, exc) from exc
         secure = bool(answer.response.flags & dns.flags.AD)
         records = tuple(answer.rrset) if answer.rrset is not None else ()
-        return _from_chain(answer.response, records, secure, nxdomain=False)
+        # dnspython's Answer has followed the chain already (dnspython >= 2.1): not twice per answer.
+        return _from_chain(answer.chaining_result, records, secure, nxdomain=False)
 
     async def txt(self, name: str) -> list[str]:
         """TXT records at ``name``, each with its character-strings joined (RFC 7208 §3.3 style)."""
@@ -192,12 +193,17 @@ def _text(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower() or "."
 
 
-def _from_chain(response: dns.message.Message, records: tuple[Any, ...], secure: bool, *,
-                nxdomain: bool) -> RRAnswer:
-    """An RRAnswer with the CNAME chain, canonical name and TTL of ``response``."""
+def _chaining(response: dns.message.Message) -> dns.message.ChainingResult | None:
     try:
-        chain = response.resolve_chaining()
+        return response.resolve_chaining()
     except dns.exception.DNSException:  # chain too long, or NXDOMAIN with an answer
+        return None
+
+
+def _from_chain(chain: dns.message.ChainingResult | None, records: tuple[Any, ...], secure: bool, *,
+                nxdomain: bool) -> RRAnswer:
+    """An RRAnswer with the CNAME chain, canonical name and TTL of a response's ``chain`` (None: unknown)."""
+    if chain is None:
         return RRAnswer(records, secure, 0, nxdomain=nxdomain)
     links = tuple((_text(rrset.name), _text(rrset[0].target)) for rrset in chain.cnames)
     ttl = chain.minimum_ttl if chain.minimum_ttl < dns.ttl.MAX_TTL else 0
