@@ -26,12 +26,13 @@ import dns.rdatatype
 import dns.resolver
 import dns.ttl
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IHostResolution,
     IResolutionReceiver,
 )
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mtasts_resolver.net.local import LocalFailure, exhaustion
@@ -170,22 +171,25 @@ class DnsClient:
         return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer.records]
 
     async def addresses(self, name: str) -> list[str]:
-        """IPv4 then IPv6 addresses of ``name``.
+        """IPv4 then IPv6 addresses of ``name``, both asked at once.
 
         Fails only when neither family could be looked up; one family
         failing while the other answers is not an error.
         """
         found: list[str] = []
-        failures: list[DnsFailure] = []
-        for rdtype in ("A", "AAAA"):
-            try:
-                answer = await self.query(name, rdtype)
-            except DnsFailure as exc:
-                failures.append(exc)
-                continue
-            found.extend(rdata.address for rdata in answer.records)
+        failures: list[Failure] = []
+        outcomes = await DeferredList([self.query(name, rdtype) for rdtype in ("A", "AAAA")], consumeErrors=True)
+        for succeeded, outcome in outcomes:
+            if succeeded:
+                found.extend(rdata.address for rdata in outcome.records)
+            else:
+                failures.append(outcome)
         if not found and failures:
-            raise failures[0]
+            for failure in failures:   # our own trouble first: it must not read as "no address"
+                if failure.check(LocalFailure):
+                    failure.raiseException()
+            failures[0].trap(DnsFailure)   # anything else is a bug: let it raise
+            failures[0].raiseException()
         return found
 
 
