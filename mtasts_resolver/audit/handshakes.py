@@ -157,12 +157,11 @@ class _TlsProbe(Protocol):
         self._deadline.finish(TlsSession(error=f"the TLS handshake failed ({reason.getErrorMessage()})"))
 
 
-def tls_session(reactor: IReactorTCP & IReactorTime, host: str, ca_file: str, timeout_s: float,
-                port: int = HTTPS_PORT) -> Deferred[TlsSession]:
-    """The chain ``host:port`` presents (``host`` resolved by the reactor's name resolver: the configured DNS)."""
+def tls_session(reactor: IReactorTCP & IReactorTime, host: str, ca_file: str, timeout_s: float) -> Deferred[TlsSession]:
+    """The chain ``host`` presents on port 443 (resolved by the reactor's name resolver: the configured DNS)."""
     deadline = _Deadline(reactor, timeout_s, lambda: TlsSession(error=f"no TLS handshake within {timeout_s:g} s"))
     capture = ChainCapture(host, ca_file)
-    endpoint = wrapClientTLS(capture, HostnameEndpoint(reactor, host, port, timeout=timeout_s))
+    endpoint = wrapClientTLS(capture, HostnameEndpoint(reactor, host, HTTPS_PORT, timeout=timeout_s))
     connecting = connectProtocol(endpoint, _TlsProbe(capture, deadline))
     connecting.addErrback(lambda failure: deadline.finish(
         TlsSession(error=f"cannot connect: {failure.getErrorMessage()}")))
