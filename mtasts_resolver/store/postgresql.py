@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
@@ -54,6 +55,7 @@ LOCK_CLASS = 0x4D545354
 MIGRATION_LOCK = (LOCK_CLASS, 1)
 REPORT_LOCK = (LOCK_CLASS, 2)
 LOAD_CHUNK_ROWS = 1000
+RECONNECT_AFTER_S = 2.0
 
 
 def redacted(dsn: str) -> str:
@@ -73,32 +75,56 @@ def placeholders(sql: str) -> str:
 
 
 class _Connections:
-    """One autocommit connection per thread, opened when first needed and again after it broke."""
+    """One autocommit connection per thread, opened when first needed and again after it broke.
+
+    After a failed connection attempt every call fails at once for
+    :data:`RECONNECT_AFTER_S`: a database that is down must not cost each
+    cold lookup (and each retry) a whole ``connect_timeout_s``.
+    ``tcp_user_timeout`` bounds a call on a connection whose network went
+    away (no reset ever comes) as ``statement_timeout`` bounds a slow one.
+    """
 
     def __init__(self, cache: CacheConfig) -> None:
         self._dsn = cache.dsn
         self._connect_timeout_s = cache.connect_timeout_s
-        self._options = f"-c statement_timeout={int(cache.statement_timeout_s * 1000)}"
+        timeout_ms = int(cache.statement_timeout_s * 1000)
+        self._options = {"options": f"-c statement_timeout={timeout_ms}", "tcp_user_timeout": timeout_ms}
         self._local = threading.local()
         self._all: list[psycopg.Connection] = []
         self._guard = threading.Lock()
+        self._down: tuple[float, str] | None = None   # (monotonic time of the next attempt, why the last failed)
         self.where = redacted(cache.dsn)
 
     def open(self) -> psycopg.Connection:
+        with self._guard:
+            if self._down is not None and time.monotonic() < self._down[0]:
+                raise StoreError(f"PostgreSQL {self.where} is unreachable ({self._down[1]}); next attempt in "
+                                 f"{self._down[0] - time.monotonic():.1f} s")
         try:
             conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout_s,
-                                   options=self._options, application_name="mtasts-resolver")
+                                   application_name="mtasts-resolver", **self._options)
         except psycopg.Error as exc:
+            with self._guard:
+                self._down = (time.monotonic() + RECONNECT_AFTER_S, _why(exc))
             raise StoreError(f"cannot connect to PostgreSQL {self.where}: {_why(exc)}") from None
         with self._guard:
+            self._down = None
             self._all.append(conn)
         return conn
 
     def get(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                self._forget(conn)
             conn = self._local.conn = self.open()
         return conn
+
+    def _forget(self, conn: psycopg.Connection) -> None:
+        conn.close()
+        with self._guard:
+            if conn in self._all:
+                self._all.remove(conn)
 
     def close(self) -> None:
         with self._guard:
