@@ -46,6 +46,25 @@ def policy_body(domain: str) -> bytes:
     return f"version: STSv1\nmode: enforce\nmx: mx.{domain}\nmax_age: 604800\n".encode()
 
 
+def policy_world(work: Path, stack: ExitStack, labels: list[str]) -> tuple[TestPKI, DnsWorld, PolicyServer]:
+    """The test world's DNS, CA and policy host, every ``LABEL.test`` publishing an enforce policy (id 1);
+    started now, stopped with ``stack``."""
+    pki = TestPKI(work / "pki")
+    world = DnsWorld(work / "dns", auth_addr=f"127.53.{WORLD_ID}.1", resolver_addr=f"127.53.{WORLD_ID}.2",
+                     plain_resolver_addr=f"127.53.{WORLD_ID}.3")
+    server = PolicyServer(pki, address=POLICY_IP)
+    records = []
+    for label in labels:
+        records += [f'_mta-sts.{label} 60 IN TXT "v=STSv1; id=1"', f"mta-sts.{label} 60 IN A {POLICY_IP}"]
+        server.set(f"mta-sts.{label}.test", Route(body=policy_body(f"{label}.test")))
+    world.parent_records = records
+    world.start()
+    stack.callback(world.stop)
+    server.start()
+    stack.callback(server.stop)
+    return pki, world, server
+
+
 class Rig:
     """The C load generator and echo server, built once."""
 
@@ -174,25 +193,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
         rig = Rig(work)
-        pki = TestPKI(work / "pki")
-        world = DnsWorld(work / "dns", auth_addr=f"127.53.{WORLD_ID}.1", resolver_addr=f"127.53.{WORLD_ID}.2",
-                         plain_resolver_addr=f"127.53.{WORLD_ID}.3")
-        server = PolicyServer(pki, address=POLICY_IP)
         # The storm's domains: one in STORM_POLICY_SHARE publishes MTA-STS, the rest nothing (NXDOMAIN),
         # as in a queue flushed to many domains; ours and the reference get names of their own (no shared DNS cache).
         storm = {who: [f"storm-{who}{i}" for i in range(n_storm)] for who in ("ours", "ref")}
         labels = ([f"hot{i}" for i in range(n_hot)] + [f"cold-ours{i}" for i in range(n_cold)]
                   + [f"cold-ref{i}" for i in range(n_cold)] + ["burst-ours", "burst-ref"]
                   + [label for names in storm.values() for label in names[::STORM_POLICY_SHARE]])
-        records = []
-        for label in labels:
-            records += [f'_mta-sts.{label} 60 IN TXT "v=STSv1; id=1"', f"mta-sts.{label} 60 IN A {POLICY_IP}"]
-            server.set(f"mta-sts.{label}.test", Route(body=policy_body(f"{label}.test")))
-        world.parent_records = records
-        world.start()
-        stack.callback(world.stop)
-        server.start()
-        stack.callback(server.stop)
+        pki, world, server = policy_world(work, stack, labels)
         resolver_ip, resolver_port = world.resolver()
         # Both trust a store the size of a real one, as in production (ca_file = "": the system's): the
         # system's CA bundle plus the test CA.
