@@ -64,8 +64,6 @@ class DamagedCache(StoreError):
 class PolicyStore(Protocol):
     #: What to call the store in log lines and errors (a path, or a DSN without its password).
     where: str
-    #: True when a call may wait on the network: the daemon then runs the writes in threads.
-    remote: bool
 
     def load_policies(self) -> Iterator[CachedPolicy]:
         """Every stored policy, expired ones included (the caller decides)."""
@@ -90,8 +88,25 @@ class PolicyStore(Protocol):
     def delete_policy(self, domain: str) -> None:
         ...
 
+    def policy_writer(self) -> PolicyWriter:
+        """Where a thread that is not the reactor's writes policies: a connection of its own (or this store,
+        when its connections are per thread already)."""
+        ...
+
     def close(self) -> None:
         ...
+
+
+class PolicyWriter(Protocol):
+    """The policy operations :class:`~mtasts_resolver.store.retrying.RetryingPolicyStore` runs in its thread."""
+
+    def load_policy(self, domain: str) -> CachedPolicy | None: ...
+
+    def save_policies(self, policies: Iterable[CachedPolicy]) -> None: ...
+
+    def delete_policy(self, domain: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 #: One spool counter: (UTC day, report domain, policy JSON, kind, failure JSON or '', sessions),

@@ -173,7 +173,6 @@ class PostgresOutcomeWriter:
 
 
 class PostgresStore(TlsrptTables):
-    remote = True
     attempt_order = "seq"
 
     def __init__(self, cache: CacheConfig, host: str | None = None) -> None:
@@ -237,6 +236,10 @@ class PostgresStore(TlsrptTables):
             return None
         name, txt_id, text, fetched_at, stored = rows[0]
         return loaded_policy((name.encode(), txt_id.encode(), text.encode(), fetched_at, stored.encode()))
+
+    def policy_writer(self) -> PostgresStore:
+        """This store: its connections are per thread already."""
+        return self
 
     def save_policy(self, policy: CachedPolicy) -> None:
         self.save_policies([policy])

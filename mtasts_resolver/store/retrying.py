@@ -8,11 +8,13 @@ a full disk or a database that is down is seen in the log (and in STATUS,
 :attr:`RetryingPolicyStore.waiting`) until it is fixed, and the policies are
 written once it is.
 
-A store that waits on the network (``remote``: PostgreSQL) is written from
-one thread of its own, in order (a delete never overtakes the save before
-it), so the reactor never waits for the database; one batch is in flight at
-a time and what arrives meanwhile goes in the next.  SQLite's rare, local
-writes stay on the reactor thread, as before.
+Every write (and the one-domain read of a lookup that misses in memory)
+runs in one thread of its own, in order (a delete never overtakes the save
+before it), through the store's :meth:`~mtasts_resolver.store.PolicyStore.policy_writer`,
+so the reactor never waits for the database: not for PostgreSQL on the
+network, and not for SQLite's commits either (each an fsync: a storm of new
+domains was a storm of them on the event loop).  One batch is in flight at a
+time and what arrives meanwhile goes in the next.
 """
 
 from __future__ import annotations
@@ -47,10 +49,9 @@ class RetryingPolicyStore:
         self._timer: IDelayedCall | None = None
         self._retry_s = RETRY_FIRST_S
         self._closed = False
-        self._pool: ThreadPool | None = None
-        if store.remote:
-            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="policy-store")
-            self._pool.start()
+        self._writer = store.policy_writer()
+        # Started at the first write, not here: a daemon that fails to start must not be kept alive by it.
+        self._pool: ThreadPool | None = ThreadPool(minthreads=1, maxthreads=1, name="policy-store")
 
     @property
     def waiting(self) -> int:
@@ -61,8 +62,8 @@ class RetryingPolicyStore:
         return self._store.load_policies()
 
     def load_policy(self, domain: str) -> Deferred[CachedPolicy | None]:
-        """The store's :meth:`~mtasts_resolver.store.PolicyStore.load_policy`, in the write thread for a remote store."""
-        return self._call(self._store.load_policy, domain)
+        """The store's :meth:`~mtasts_resolver.store.PolicyStore.load_policy`, in the write thread."""
+        return self._call(self._writer.load_policy, domain)
 
     def save_policy(self, policy: CachedPolicy) -> None:
         self.save_policies([policy])
@@ -74,15 +75,19 @@ class RetryingPolicyStore:
 
     def delete_policy(self, domain: str) -> None:
         self._waiting.pop(domain, None)
-        self._call(self._store.delete_policy, domain).addErrback(self._delete_failed, domain)
+        if self._in_flight is not None:   # if that write fails, it must not come back; if not, this runs after it
+            self._in_flight.pop(domain, None)
+        self._call(self._writer.delete_policy, domain).addErrback(self._delete_failed, domain)
 
     @property
     def _failing(self) -> bool:
         return self._timer is not None and self._timer.active()
 
     def _call(self, call: Callable, *args: object) -> Deferred:
-        if self._pool is None:
+        if self._pool is None:   # closed
             return maybeDeferred(call, *args)
+        if not self._pool.started:
+            self._pool.start()
         return deferToThreadPool(self._clock, self._pool, call, *args)
 
     def _attempt(self) -> None:
@@ -92,7 +97,7 @@ class RetryingPolicyStore:
         self._timer = None
         batch, self._waiting = self._waiting, {}
         self._in_flight = batch
-        self._call(self._store.save_policies, list(batch.values())).addCallbacks(
+        self._call(self._writer.save_policies, list(batch.values())).addCallbacks(
             self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def _written(self, _: None, batch: dict[str, CachedPolicy]) -> None:
@@ -111,6 +116,8 @@ class RetryingPolicyStore:
             return
         self._in_flight = None
         self._waiting = {**batch, **self._waiting}   # a policy saved meanwhile is newer
+        if not self._waiting:   # all of it deleted meanwhile: nothing to keep
+            return
         domains = sorted(self._waiting)
         shown = ", ".join(domains[:5]) + (f" and {len(domains) - 5} more" if len(domains) > 5 else "")
         self.log.critical("policy cache write failed: {error}; {count} policies NOT persisted yet ({domains}), "
@@ -141,12 +148,14 @@ class RetryingPolicyStore:
         if self._waiting:
             self.log.critical("stopping with {count} policies not persisted: {domains}", count=len(self._waiting),
                               domains=", ".join(sorted(self._waiting)))
+        if self._writer is not self._store:
+            self._writer.close()
         self._store.close()
 
     def _last_attempt(self) -> None:
         """At close, on the calling thread: the reactor may not deliver a thread's result any more."""
         try:
-            self._store.save_policies(list(self._waiting.values()))
+            self._writer.save_policies(list(self._waiting.values()))
         except StoreError as exc:
             self.log.critical("policy cache write failed at stop: {error}", error=exc)
             return

@@ -170,27 +170,31 @@ class Full:
 
 
 def test_a_write_that_failed_is_retried_until_it_lands(tmp_path):
-    clock = Clock()
+    clock = ThreadedClock()
     inner = SqliteStore(tmp_path / "cache.sqlite3")
     store = RetryingPolicyStore(inner, clock)
-    with Full(inner):
+    with Full(store._writer):                 # the writer thread's own connection
         store.save_policies([cached(f"d{i}.example") for i in range(400)])
+        clock.deliver()                       # it failed, in the thread
         assert store.waiting == 400
         clock.advance(RETRY_FIRST_S)          # still full: waits on, with a longer back-off
+        clock.deliver()
         assert store.waiting == 400
     clock.advance(RETRY_FIRST_S * 2)
+    clock.deliver()
     assert store.waiting == 0
     assert len(list(inner.load_policies())) == 400
     store.close()
 
 
 def test_a_newer_policy_replaces_a_waiting_one_and_close_tries_once_more(tmp_path):
-    clock = Clock()
+    clock = ThreadedClock()
     inner = SqliteStore(tmp_path / "cache.sqlite3")
     store = RetryingPolicyStore(inner, clock)
-    with Full(inner):
+    with Full(store._writer):
         store.save_policies([cached(f"d{i}.example") for i in range(400)])
-        store.save_policy(cached("d1.example", fetched_at=2000.0))
+        store.save_policy(cached("d1.example", fetched_at=2000.0))   # the first batch is in flight: waits
+        clock.deliver()
         assert store.waiting == 400
     store.close()                             # space is back: the last attempt lands
     reopened = SqliteStore(tmp_path / "cache.sqlite3")
@@ -199,25 +203,52 @@ def test_a_newer_policy_replaces_a_waiting_one_and_close_tries_once_more(tmp_pat
     reopened.close()
 
 
-def test_deleting_a_waiting_policy_drops_it():
-    class Failing:
-        deleted: list[str] = []
-        where, remote = "failing", False
+def test_the_reactor_thread_never_writes_sqlite(tmp_path):
+    clock = ThreadedClock()
+    inner = SqliteStore(tmp_path / "cache.sqlite3")
+    store = RetryingPolicyStore(inner, clock)
+    threads: set[str] = set()
+    write = store._writer.save_policies
+    store._writer.save_policies = lambda policies: (threads.add(threading.current_thread().name), write(policies))
+    store.save_policy(cached("a.example"))
+    clock.deliver()
+    assert threads == {"PoolThread-policy-store-0"} and [p.domain for p in inner.load_policies()] == ["a.example"]
+    store.close()
 
-        def save_policies(self, policies):
-            raise StoreError("disk full")
 
-        def delete_policy(self, domain):
-            self.deleted.append(domain)
+class Failing:
+    """A store whose writes all fail; its deletes work."""
 
-        def close(self):
-            pass
+    where = "failing"
 
-    clock = Clock()
-    store = RetryingPolicyStore(Failing(), clock)
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def policy_writer(self):
+        return self
+
+    def save_policies(self, policies):
+        raise StoreError("disk full")
+
+    def delete_policy(self, domain):
+        self.deleted.append(domain)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("delete_while_in_flight", [False, True])
+def test_deleting_a_waiting_policy_drops_it(delete_while_in_flight):
+    clock, failing = ThreadedClock(), Failing()
+    store = RetryingPolicyStore(failing, clock)
     store.save_policy(cached("a.example", time.time()))
-    store.delete_policy("a.example")
-    assert store.waiting == 0 and Failing.deleted == ["a.example"]
+    if not delete_while_in_flight:
+        clock.deliver()                       # the write failed: a.example waits for its retry
+    store.delete_policy("a.example")          # a failed write in flight must not bring it back either
+    for _ in range(1 if not delete_while_in_flight else 2):
+        clock.deliver()
+    assert store.waiting == 0 and failing.deleted == ["a.example"]
+    store.close()
 
 
 def test_salvage_of_an_older_schema_skips_the_tables_it_never_had(tmp_path):
@@ -248,7 +279,10 @@ class ThreadedClock(Clock):
 class NetworkStore:
     """A remote store whose writes wait until the test opens ``gate``; ``failures`` writes fail first."""
 
-    where, remote = "db.example", True
+    where = "db.example"
+
+    def policy_writer(self):
+        return self
 
     def __init__(self) -> None:
         self.gate = threading.Event()
