@@ -33,13 +33,26 @@ HOT = "hot"
 COLD = "cold"
 
 
+#: Distinct map names counted apart; later ones are counted as OTHER_MAP.  The
+#: map name is the client's to choose (socketmap sends any): without a bound a
+#: client could grow the counters, and every scrape, by one series per name.
+MAX_MAP_LABELS = 16
+OTHER_MAP = "other"
+
+
 class Tally:
     """This process's counters, by series (:mod:`mtasts_resolver.metrics.snapshot`)."""
 
     def __init__(self) -> None:
         self.counters: Counter[Series] = Counter()
+        self._maps: set[str] = set()
 
     def lookup(self, map_name: str, answer: Answer, path: str) -> None:
+        if map_name not in self._maps:
+            if len(self._maps) >= MAX_MAP_LABELS:
+                map_name = OTHER_MAP
+            else:
+                self._maps.add(map_name)
         self.counters[("lookups_total", map_name, answer.kind.name.lower(), path)] += 1
 
     def resolution(self, resolution: Resolution) -> None:

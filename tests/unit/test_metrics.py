@@ -12,6 +12,8 @@ from twisted.internet.testing import StringTransport
 
 from mtasts_resolver.lookup import NOT_FOUND, Answer, AnswerKind
 from mtasts_resolver.metrics.counting import (
+    MAX_MAP_LABELS,
+    OTHER_MAP,
     CountingLookups,
     Tally,
     both,
@@ -101,6 +103,17 @@ def test_counting_lookups_tells_hot_from_cold():
     assert dict(tally.counters) == {("lookups_total", "postfix", "found", "hot"): 1,
                                     ("lookups_total", "postfix", "notfound", "hot"): 1,
                                     ("lookups_total", "tlsrpt", "temp", "cold"): 1}
+
+
+def test_map_names_a_client_makes_up_are_bounded():
+    tally = Tally()
+    for index in range(MAX_MAP_LABELS + 50):
+        tally.lookup(f"map{index}", NOT_FOUND, "hot")
+    tally.lookup("map0", NOT_FOUND, "hot")   # one of the first ones keeps its own series
+    maps = {series[1] for series in tally.counters}
+    assert len(maps) == MAX_MAP_LABELS + 1
+    assert tally.counters[("lookups_total", OTHER_MAP, "notfound", "hot")] == 50
+    assert tally.counters[("lookups_total", "map0", "notfound", "hot")] == 2
 
 
 def test_both_calls_every_hook():
