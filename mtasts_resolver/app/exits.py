@@ -10,7 +10,7 @@ from __future__ import annotations
 
 OK = 0
 EX_USAGE = 64        # the command was used wrongly: an unknown option, a DOMAIN that is not one
-EX_DATAERR = 65      # the input data was incorrect (query: a key that is not a domain is not one)
+EX_DATAERR = 65      # the input data was incorrect: report, another domain's TLS-RPT record or rua cannot be used
 EX_NOINPUT = 66      # an input file did not exist or was not readable (salvage of a missing cache)
 EX_UNAVAILABLE = 69  # a service could not be had: a listener could not bind (address in use)
 EX_SOFTWARE = 70     # an internal error (a bug): see the log's traceback

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import sys
 
-from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFTWARE, EX_TEMPFAIL, OK
+from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_IOERR, EX_SOFTWARE, EX_TEMPFAIL, OK
 from mtasts_resolver.app.logs import start_logging
 from mtasts_resolver.config import Config
 from mtasts_resolver.net.network import dns_on_reactor
@@ -47,7 +47,8 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
                         settings.delivery_timeout_s),
             DkimKey(settings.dkim_selector, settings.submitter_domain, settings.dkim_key_file))
         with store.report_lock():   # one run at a time, on this host (SQLite) or the whole fleet (PostgreSQL)
-            problems = await Reporter(reactor, store, dns, settings, deliverers).run(days)
+            reporter = Reporter(reactor, store, dns, settings, deliverers)
+            problems = await reporter.run(days)
     except NotConfigured as exc:   # reporting off (the packaged default): nothing to do is no failure
         print(f"report: {exc}")
         return OK
@@ -65,8 +66,22 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
         return EX_SOFTWARE
     finally:
         store.close()
+    if reporter.unusable:
+        print(f"report: {len(reporter.unusable)} TLS-RPT record(s) or rua destination(s) of other domains "
+              "cannot be used (theirs to fix; not retried):", *reporter.unusable, sep="\n  ", file=sys.stderr)
     if problems:
         print(f"report: {len(problems)} failed this run (tried again at the next run):", *problems,
               sep="\n  ", file=sys.stderr)
+    return run_status(problems, reporter.unusable)
+
+
+def run_status(problems: list[str], unusable: list[str]) -> int:
+    """A finished run's exit status: ours to retry (75) before theirs to fix (65), else 0.
+
+    A stranger's unusable record is never retried and not ours to fix: the
+    packaged unit counts 65 as success (SuccessExitStatus=65), so someone
+    else's DNS does not leave the daily timer failed; the status still says it.
+    """
+    if problems:
         return EX_TEMPFAIL
-    return OK
+    return EX_DATAERR if unusable else OK

@@ -106,6 +106,8 @@ def test_one_bad_record_or_destination_skips_only_itself_and_the_run_says_so(rep
     # A stranger's malformed record is not one (retrying cannot fix it): its report state says why.
     assert result.returncode == 75, result.stdout + result.stderr
     assert "rpt-rp-down.test/r" in result.stderr and "certificate" in result.stderr, result.stderr
+    unusable = result.stderr.split("cannot be used", 1)[1].split("failed this run", 1)[0]
+    assert "rpt-rp-bracket.test" in unusable and "a_b.rpt-rp-collect.test" in unusable, result.stderr
     posts = {post.path: post for post in receiver.received()}
     assert set(posts) == {"/good", "/under"}
     for path, domain in (("/good", "rpt-rp-good.test"), ("/under", "rpt-rp-under.test")):

@@ -12,6 +12,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from mtasts_resolver.app.report import run_status
 from mtasts_resolver.config import TlsrptConfig
 from mtasts_resolver.net.dns import DnsFailure
 from mtasts_resolver.store import FAILED, NO_RECORD, PENDING, READY, SENDING, SENT, SKIPPED, UNCERTAIN, DeliveryRow
@@ -123,6 +124,8 @@ def test_one_run_reports_every_domain_and_isolates_the_bad_ones(world):
     [rejected] = [a for a in store.attempts(e_report.report_id) if a.destination == "https://a_b.test/r"]
     assert rejected.result == "rejected" and "a_b.test" in rejected.detail
     assert [p.split(" ")[0] for p in problems] == ["d.test"]       # the DNS failure, tried again next run
+    # b.test publishes nothing (it wants no reports); c.test's record and e.test's a_b rua are theirs to fix
+    assert [u.split(" ")[0] for u in reporter.unusable] == ["c.test", e_report.report_id]
     assert [rcpt for _, rcpt, _ in mail.sent] == ["r@a.test", "r@e.test"]
     [(url, body)] = https.posted
     report = json.loads(gzip.decompress(body))
@@ -235,3 +238,13 @@ def test_a_day_asked_for_goes_out_at_once_even_when_over(tmp_path):
     assert run(reporter, DAY) == []
     assert len(mail.sent) == 1                                                          # report --day: now
     store.close()
+
+
+@pytest.mark.parametrize("problems, unusable, status", [
+    ([], [], 0),
+    (["d.test 2026-03-01: _smtp._tls lookup failed"], [], 75),
+    ([], ["c.test 2026-03-01: malformed rua 'https://[x'"], 65),
+    (["d.test 2026-03-01: _smtp._tls lookup failed"], ["c.test 2026-03-01: malformed rua"], 75),   # ours first
+])
+def test_a_runs_exit_status(problems, unusable, status):
+    assert run_status(problems, unusable) == status

@@ -54,7 +54,10 @@ class TlsrptRecord:
 
 @dataclass(frozen=True, slots=True)
 class NoTlsrpt:
+    """No usable record; ``absent``: none published (the domain wants no reports), else one that is unusable."""
+
     reason: str
+    absent: bool = False
 
 
 def parse_tlsrpt_records(records: list[str]) -> TlsrptRecord | NoTlsrpt:
@@ -62,7 +65,7 @@ def parse_tlsrpt_records(records: list[str]) -> TlsrptRecord | NoTlsrpt:
     candidates = [r for r in records if r.startswith(_VERSION + ";") or r.startswith(_VERSION + " ")
                   or r.startswith(_VERSION + "\t") or r == _VERSION]
     if len(candidates) != 1:
-        return NoTlsrpt(f"{len(candidates)} v=TLSRPTv1 records (exactly one needed)")
+        return NoTlsrpt(f"{len(candidates)} v=TLSRPTv1 records (exactly one needed)", absent=not candidates)
     record = candidates[0]
     fields = _split(record, ";")
     if fields[0] != _VERSION:

@@ -98,10 +98,11 @@ class Reporter:
         self._deliverers = deliverers
         self._rng = rng or random.SystemRandom()
         self.problems: list[str] = []   # what failed in this run, one line each
+        self.unusable: list[str] = []   # strangers' records and rua destinations that cannot be used: theirs to fix
 
     async def run(self, extra_days: tuple[str, ...] = ()) -> list[str]:
-        """One run; returns :attr:`problems` (empty when everything is done or scheduled)."""
-        self.problems = []
+        """One run; returns :attr:`problems` (empty when everything is done or scheduled); see :attr:`unusable`."""
+        self.problems, self.unusable = [], []
         self.recover()
         await self.build(extra_days)
         await self.deliver_due()
@@ -145,11 +146,14 @@ class Reporter:
             return
         if isinstance(record, NoTlsrpt):
             log.info("{domain} on {day}: no report ({reason})", domain=domain, day=day, reason=record.reason)
+            if not record.absent:
+                self.unusable.append(f"{domain} {day}: {record.reason}")
             self._store.add_report(ReportRow(report_id, day, domain, NO_RECORD, record.reason, now, None), (), now)
             return
         for uri, reason in record.rejected:
             log.warn("{report_id} to {destination}: not used: {reason}", report_id=report_id, destination=uri,
                      reason=reason)
+            self.unusable.append(f"{report_id} to {uri}: {reason}")
         body = report_body(build_report(day, counts, organization_name=settings.organization_name,
                                         contact_info=settings.contact_info, report_id=report_id))
         day_end = day_bounds(day)[1]
