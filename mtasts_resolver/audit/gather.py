@@ -24,6 +24,7 @@ from mtasts_resolver.audit.facts import (
     TlsaAnswer,
 )
 from mtasts_resolver.audit.handshakes import smtp_session, tls_session
+from mtasts_resolver.net.dane_resolver import mx_exchanges
 from mtasts_resolver.net.dns import DnsFailure
 from mtasts_resolver.net.network import Network
 from mtasts_resolver.policy import dane
@@ -81,7 +82,7 @@ class Auditor:
             answer = await self.network.dns.query(domain, "MX")
         except DnsFailure as exc:
             return (), str(exc)
-        exchanges = [(r.preference, r.exchange.to_text(omit_final_dot=True).lower() or ".") for r in answer.records]
+        exchanges = mx_exchanges(answer)
         if dane.null_mx(exchanges):
             return (), ""
         preference = {host: pref for pref, host in sorted(exchanges, reverse=True)}

@@ -20,7 +20,6 @@ first check, the gate waits for it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet.defer import (
     Deferred,
@@ -84,7 +83,7 @@ class DaneWalk:
             mx = await self._dns.query(domain, "MX")
         except DnsFailure as exc:
             return dane.temp(f"MX lookup failed: {exc}", _failed(domain, "MX", exc))
-        exchanges = [(r.preference, _name(r.exchange)) for r in mx.records]
+        exchanges = mx_exchanges(mx)
         lookup = _lookup(domain, "MX", mx, [f"{pref} {host}" for pref, host in sorted(exchanges)])
         if not mx.secure:
             return dane.absent("the MX RRset is not DNSSEC-validated (insecure): DANE does not apply "
@@ -157,9 +156,9 @@ class DaneWalk:
         return HostResult(host, HostStatus.NO_TLSA, "validated denial of TLSA records", tuple(lookups), ttl=ttl)
 
 
-def _name(name: Any) -> str:
-    text = name.to_text(omit_final_dot=True).lower()
-    return text or "."
+def mx_exchanges(mx: RRAnswer) -> list[tuple[int, str]]:
+    """(preference, host) of each MX record, the host lower case without its final dot ("." for a null MX)."""
+    return [(r.preference, r.exchange.to_text(omit_final_dot=True).lower() or ".") for r in mx.records]
 
 
 def _lookup(name: str, rdtype: str, answer: RRAnswer, records: list[str]) -> Lookup:
