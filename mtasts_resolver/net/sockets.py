@@ -73,6 +73,10 @@ def unix_datagram(spec: SocketSpec) -> socket.socket:
     return _unix_bound(spec, socket.SOCK_DGRAM)
 
 
+#: New connections a listener accepts per event-loop turn (:class:`_AcceptsFairly`).
+ACCEPTS_PER_TURN = 8
+
+
 def adopt_listener(reactor, sock: socket.socket, factory: Factory, spec: SocketSpec) -> IListeningPort:
     """The reactor accepts on ``sock`` (from :func:`stream_listener`, or inherited); ``sock`` is closed.
 
@@ -87,16 +91,42 @@ def adopt_listener(reactor, sock: socket.socket, factory: Factory, spec: SocketS
     try:
         sock.setblocking(False)   # the adopting port's precondition: a blocking accept() would stall the reactor
         if sock.family != socket.AF_UNIX:
-            return reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
-        port = _AdoptedUnixPort._fromListeningDescriptor(reactor, sock.fileno(), factory)
-        port.mode = spec.mode
+            port = _FairTcpPort._fromListeningDescriptor(reactor, sock.fileno(), sock.family, factory)
+        else:
+            port = _AdoptedUnixPort._fromListeningDescriptor(reactor, sock.fileno(), factory)
+            port.mode = spec.mode
         port.startListening()
         return port
     finally:
         sock.close()   # the port holds its own copy of the descriptor
 
 
-class _AdoptedUnixPort(unix.Port):
+class _AcceptsFairly:
+    """At most :data:`ACCEPTS_PER_TURN` new connections per event-loop turn.
+
+    Twisted's port accepts up to ``numberAccepts`` connections each time the
+    listening socket is readable, 100 at first and 20 more after every batch
+    that filled it: a client opening a thousand connections at once made
+    the loop build a hundred-odd protocols before answering anyone, a stall
+    of ~10 ms for every cached lookup meanwhile (bench/hostile.py).  With a
+    fixed small batch, accepting takes turns with answering, as reading does
+    (4 KiB per connection per turn).
+    """
+
+    @property
+    def numberAccepts(self) -> int:
+        return ACCEPTS_PER_TURN
+
+    @numberAccepts.setter
+    def numberAccepts(self, _: int) -> None:
+        """Twisted grows or shrinks it after each batch: the batch stays fixed."""
+
+
+class _FairTcpPort(_AcceptsFairly, tcp.Port):
+    pass
+
+
+class _AdoptedUnixPort(_AcceptsFairly, unix.Port):
     """A UNIX port that does not remove its socket file when it closes: the file is its binder's.
 
     In a worker pool every worker adopts the one socket the parent bound;

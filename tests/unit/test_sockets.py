@@ -11,7 +11,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 
 from mtasts_resolver.config import HostPort, SocketSpec
-from mtasts_resolver.net.sockets import (UnknownOwner, adopt_listener, remove_stale_socket, stream_listener,
+from mtasts_resolver.net.sockets import (ACCEPTS_PER_TURN, UnknownOwner, adopt_listener, remove_stale_socket, stream_listener,
                                          unix_datagram)
 
 MAKERS = {"stream": stream_listener, "datagram": unix_datagram}
@@ -143,9 +143,12 @@ def test_adopted_unix_listener_keeps_its_mode(tmp_path, mode):
 
 def test_adopted_tcp_listener():
     spec = SocketSpec(address=HostPort("127.0.0.1", 0))
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     sock = stream_listener(spec)
-    fd = sock.fileno()
-    adopt_listener(reactor, sock, Factory(), spec)
-    assert [(port[0], port[1]) for port in reactor.adoptedPorts] == [(fd, socket.AF_INET)]
+    bound = sock.getsockname()[1]
+    port = adopt_listener(reactor, sock, Factory(), spec)
+    assert port.getHost().port == bound and port.connected
     assert sock.fileno() == -1   # closed: the reactor's port holds its own copy
+    port.numberAccepts = 500     # what Twisted does after a full batch: the batch stays fixed
+    assert port.numberAccepts == ACCEPTS_PER_TURN
+    port.stopListening()
