@@ -285,6 +285,10 @@ class PolicyService:
             except FirstError as exc:
                 exc.subFailure.raiseException()
         result = Resolution(domain, txt, step, fetched, policy, dane)
+        if policy is not None and policy is not previous:
+            # Before any answer: what we answered is what a restart finds (RFC 8461 §5.1). The write
+            # runs off the event loop; this resolution (and whoever joined it) waits for it.
+            await self._persist(policy)
         self._record(result, current, previous, self._clock.seconds())
         return result
 
@@ -325,7 +329,7 @@ class PolicyService:
 
     def _record(self, result: Resolution, current: _Entry | None, previous: CachedPolicy | None,
                 now: float) -> None:
-        """Make a resolution's outcome the current answer, persist it, and log what matters.
+        """Make a resolution's outcome the current answer (its new policy is persisted already), and log what matters.
 
         ``previous`` is the policy the resolution started from: this entry's,
         or one another process stored (then it is not written again).
@@ -334,7 +338,6 @@ class PolicyService:
         if policy is not None and policy is not previous:
             self.log.info("{domain}: {mode} policy id {txt_id} (max_age {max_age} s)", domain=domain,
                           mode=policy.policy.mode.value, txt_id=policy.txt_id, max_age=policy.policy.max_age)
-            self._persist(policy)
         elif policy is None and previous is not None:
             self._forget(domain)
         if failure is not None:
@@ -402,9 +405,9 @@ class PolicyService:
             check_at = min(now + self._settings.txt_recheck_s, refresh_at(policy, self._settings.refresh_before_s))
         return _Entry(NO_POLICY, check_at, policy.expires_at, policy)   # (its verdict: the caller decides)
 
-    def _persist(self, policy: CachedPolicy) -> None:
+    async def _persist(self, policy: CachedPolicy) -> None:
         try:
-            self._store.save_policy(policy)
+            await maybeDeferred(self._store.save_policy, policy)
         except StoreError as exc:
             # The policy is applied from memory all the same; losing it at the
             # next restart is what the loud error is about.

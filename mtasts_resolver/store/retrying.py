@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -36,7 +36,14 @@ RETRY_MAX_S = 60.0
 
 
 class RetryingPolicyStore:
-    """A :class:`PolicyStore` whose ``save_policy`` never fails nor waits: what did not land is retried."""
+    """A :class:`PolicyStore` whose ``save_policy`` never fails nor blocks: what did not land is retried.
+
+    ``save_policies`` returns a Deferred that fires once the first attempt
+    for those policies is over, landed or not (at once while the store is
+    known to be failing): the lookup service answers after it, so that what
+    it answered is what a restart finds (RFC 8461 §5.1), without the event
+    loop waiting for the disk or the database.
+    """
 
     log = Logger()
 
@@ -46,6 +53,8 @@ class RetryingPolicyStore:
         self.where = store.where
         self._waiting: dict[str, CachedPolicy] = {}
         self._in_flight: dict[str, CachedPolicy] | None = None   # the batch being written
+        self._in_flight_waiters: list[Deferred[None]] = []        # told when its attempt is over
+        self._next_waiters: list[Deferred[None]] = []             # for what waits for the next batch
         self._timer: IDelayedCall | None = None
         self._retry_s = RETRY_FIRST_S
         self._closed = False
@@ -65,13 +74,18 @@ class RetryingPolicyStore:
         """The store's :meth:`~mtasts_resolver.store.PolicyStore.load_policy`, in the write thread."""
         return self._call(self._writer.load_policy, domain)
 
-    def save_policy(self, policy: CachedPolicy) -> None:
-        self.save_policies([policy])
+    def save_policy(self, policy: CachedPolicy) -> Deferred[None]:
+        return self.save_policies([policy])
 
-    def save_policies(self, policies: Iterable[CachedPolicy]) -> None:
+    def save_policies(self, policies: Iterable[CachedPolicy]) -> Deferred[None]:
         self._waiting.update((policy.domain, policy) for policy in policies)
-        if self._in_flight is None and not self._failing:   # else it goes with the next write or retry
+        if self._failing:   # known broken (and logged): waiting for the retry would only delay the answer
+            return succeed(None)
+        attempted: Deferred[None] = Deferred()
+        self._next_waiters.append(attempted)
+        if self._in_flight is None:   # else it goes with the next batch
             self._attempt()
+        return attempted
 
     def delete_policy(self, domain: str) -> None:
         self._waiting.pop(domain, None)
@@ -97,6 +111,7 @@ class RetryingPolicyStore:
         self._timer = None
         batch, self._waiting = self._waiting, {}
         self._in_flight = batch
+        self._in_flight_waiters, self._next_waiters = self._next_waiters, []
         self._call(self._writer.save_policies, list(batch.values())).addCallbacks(
             self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
@@ -104,6 +119,7 @@ class RetryingPolicyStore:
         if self._closed:   # a thread's result arriving after close(), which wrote the batch itself
             return
         self._in_flight = None
+        self._attempted()
         if self._retry_s != RETRY_FIRST_S:
             self._retry_s = RETRY_FIRST_S
             self.log.warn("{count} policies written to the cache after earlier failures", count=len(batch))
@@ -115,6 +131,7 @@ class RetryingPolicyStore:
         if self._closed:
             return
         self._in_flight = None
+        self._attempted(including_next=True)   # what came meanwhile waits for the retry timer, not its answer
         self._waiting = {**batch, **self._waiting}   # a policy saved meanwhile is newer
         if not self._waiting:   # all of it deleted meanwhile: nothing to keep
             return
@@ -125,6 +142,14 @@ class RetryingPolicyStore:
                           domains=shown, retry_s=self._retry_s)
         self._timer = self._clock.callLater(self._retry_s, self._attempt)
         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+
+    def _attempted(self, including_next: bool = False) -> None:
+        """The in-flight batch's attempt is over: tell those who wait for it (and, if asked, for the next)."""
+        waiters, self._in_flight_waiters = self._in_flight_waiters, []
+        if including_next:
+            waiters, self._next_waiters = waiters + self._next_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _delete_failed(self, failure: Failure, domain: str) -> None:
         failure.trap(StoreError)
@@ -148,6 +173,7 @@ class RetryingPolicyStore:
         if self._waiting:
             self.log.critical("stopping with {count} policies not persisted: {domains}", count=len(self._waiting),
                               domains=", ".join(sorted(self._waiting)))
+        self._attempted(including_next=True)
         if self._writer is not self._store:
             self._writer.close()
         self._store.close()

@@ -329,3 +329,27 @@ def test_a_remote_store_is_written_from_its_thread_in_order_and_retried():
         assert remote.written[2:] == [["-a.example"], ["c.example"]] and store.waiting == 0
     finally:
         store.close()
+
+
+def test_a_save_tells_when_its_first_attempt_is_over():
+    """The lookup service answers after it: landed or failed, never waiting for a retry."""
+    clock, remote = ThreadedClock(), NetworkStore()
+    store = RetryingPolicyStore(remote, clock)
+    try:
+        first, second = [], []
+        store.save_policy(cached("a.example")).addCallback(first.append)
+        store.save_policy(cached("b.example")).addCallback(second.append)   # waits for the next batch
+        assert first == [] and second == []
+        remote.gate.set()
+        clock.deliver()
+        assert first == [None] and second == []
+        clock.deliver()
+        assert second == [None]
+        remote.failures = 1
+        third = []
+        store.save_policy(cached("c.example")).addCallback(third.append)
+        clock.deliver()                               # failed: over all the same, retried later
+        assert third == [None] and store.waiting == 1
+        assert store.save_policy(cached("d.example")).called   # while failing: at once
+    finally:
+        store.close()
