@@ -28,7 +28,8 @@ from twisted.logger import Logger
 from mtasts_resolver import __version__
 from mtasts_resolver.app import preflight
 from mtasts_resolver.app.assembly import Lookups, build_lookups
-from mtasts_resolver.app.exits import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFTWARE, EX_UNAVAILABLE, OK, Fatal
+from mtasts_resolver.app.exits import (EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_SOFTWARE, EX_TEMPFAIL, EX_UNAVAILABLE, OK,
+                                       Fatal)
 from mtasts_resolver.app.listeners import (ListenerService, bind_listener, finished_within, log_fd_budget, table_factory,
                                             where)
 from mtasts_resolver.app.logs import set_level, start_logging
@@ -40,7 +41,7 @@ from mtasts_resolver.config import Config, ConfigError, ListenConfig, load_confi
 from mtasts_resolver.lookup import LookupService
 from mtasts_resolver.metrics.counting import CountingLookups, Tally, both
 from mtasts_resolver.protocols import ConnectionBudget
-from mtasts_resolver.store import CannotCreate, DamagedCache, PolicyStore, StoreError, open_store
+from mtasts_resolver.store import CannotCreate, DamagedCache, PolicyStore, StoreError, Unreachable, open_store
 from mtasts_resolver.store.retrying import RetryingPolicyStore
 from mtasts_resolver.tlsrpt.feeds.resolution import resolution_sink
 from mtasts_resolver.tlsrpt.feeds.services import feed_services, policy_lookup
@@ -300,6 +301,8 @@ def _open_cache(config: Config) -> PolicyStore:
         raise Fatal(str(exc), EX_IOERR) from None
     except CannotCreate as exc:
         raise Fatal(str(exc), EX_CANTCREAT) from None
+    except Unreachable as exc:   # the fleet's database is down: systemd's restart tries again (74 would stop it)
+        raise Fatal(str(exc), EX_TEMPFAIL) from None
     except StoreError as exc:
         raise Fatal(str(exc), EX_IOERR) from None
 

@@ -10,7 +10,7 @@ from mtasts_resolver.app.logs import start_logging
 from mtasts_resolver.config import Config
 from mtasts_resolver.net.network import dns_on_reactor
 from mtasts_resolver.net.tls import trust_root
-from mtasts_resolver.store import CannotCreate, ReportLocked, StoreError, open_store
+from mtasts_resolver.store import CannotCreate, ReportLocked, StoreError, Unreachable, open_store
 from mtasts_resolver.tlsrpt.report.deliver import HttpsPoster, MailSubmitter
 from mtasts_resolver.tlsrpt.report.dkim import DkimKey
 from mtasts_resolver.tlsrpt.report.reporter import (Deliverers, NotConfigured, Reporter, ReporterError, check_settings,
@@ -19,7 +19,8 @@ from mtasts_resolver.tlsrpt.report.reporter import (Deliverers, NotConfigured, R
 
 async def report_command(reactor, config: Config, status: bool, days: tuple[str, ...]) -> int:
     """A sysexits status: 75 when a domain or delivery failed this run (tried again at the next one),
-    0 when reporting is not configured at all, 78 for settings only partly there or a --day that cannot work, 74/73 for the spool, 75 too when another run holds the lock."""
+    0 when reporting is not configured at all, 78 for settings only partly there or a --day that cannot work, 74/73 for the spool, 75 too when another run holds the lock or the database
+    is unreachable."""
     start_logging(config.daemon.log_level)
     try:
         for day in days:
@@ -31,6 +32,8 @@ async def report_command(reactor, config: Config, status: bool, days: tuple[str,
         store = open_store(config.cache, config.cache_path)
     except StoreError as exc:
         print(f"cannot open the spool: {exc}", file=sys.stderr)
+        if isinstance(exc, Unreachable):   # the fleet's database is down: the next run tries again
+            return EX_TEMPFAIL
         return EX_CANTCREAT if isinstance(exc, CannotCreate) else EX_IOERR
     try:
         if status:

@@ -36,6 +36,10 @@ class ReportLocked(StoreError):
     """Another report run holds the store's report lock: this one is not needed (try again later)."""
 
 
+class Unreachable(StoreError):
+    """The database server cannot be reached now (down, restarting, network): worth trying again later."""
+
+
 class CannotCreate(StoreError):
     """The cache file or its directory cannot be created or written (read-only, missing, not a directory)."""
 

@@ -45,7 +45,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mtasts_resolver.config import CacheConfig
 from mtasts_resolver.policy.model import CachedPolicy
-from mtasts_resolver.store import DamagedCache, OutcomeRow, ReportLocked, StoreError
+from mtasts_resolver.store import (
+    DamagedCache,
+    OutcomeRow,
+    ReportLocked,
+    StoreError,
+    Unreachable,
+)
 from mtasts_resolver.store.sqlite import loaded_policy, policy_from_row, policy_rows
 from mtasts_resolver.store.tlsrpt_sql import Statement, TlsrptTables, outcome_rows
 
@@ -98,15 +104,15 @@ class _Connections:
     def open(self) -> psycopg.Connection:
         with self._guard:
             if self._down is not None and time.monotonic() < self._down[0]:
-                raise StoreError(f"PostgreSQL {self.where} is unreachable ({self._down[1]}); next attempt in "
-                                 f"{self._down[0] - time.monotonic():.1f} s")
+                raise Unreachable(f"PostgreSQL {self.where} is unreachable ({self._down[1]}); next attempt in "
+                                  f"{self._down[0] - time.monotonic():.1f} s")
         try:
             conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout_s,
                                    application_name="mtasts-resolver", **self._options)
         except psycopg.Error as exc:
             with self._guard:
                 self._down = (time.monotonic() + RECONNECT_AFTER_S, _why(exc))
-            raise StoreError(f"cannot connect to PostgreSQL {self.where}: {_why(exc)}") from None
+            raise Unreachable(f"cannot connect to PostgreSQL {self.where}: {_why(exc)}") from None
         with self._guard:
             self._down = None
             self._all.append(conn)

@@ -115,3 +115,13 @@ def test_the_database_down_cached_and_cold_lookups_still_answered_and_written_wh
         assert daemon.postmap(COLD) == (0, secure(COLD))
     finally:
         daemon.stop()
+
+
+def test_a_daemon_whose_database_is_unreachable_exits_75_so_systemd_tries_again(tmp_path, dns_world, pki):
+    daemon = DaemonProcess(tmp_path / "d", readme_cache_table(f"host={tmp_path} dbname=none user=u password=secret")
+                           + world_config(dns_world, pki))
+    with pytest.raises(RuntimeError):   # never READY
+        daemon.start(timeout_s=20)
+    assert daemon.proc.wait(10) == 75, daemon.log_tail()
+    log = daemon.log_tail()
+    assert "cannot connect to PostgreSQL" in log and "secret" not in log, log
