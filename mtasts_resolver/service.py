@@ -38,6 +38,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -74,6 +75,11 @@ RESOLUTIONS_LIMIT = "mta_sts.max_concurrent_resolutions"
 #: This host, not the domain, stopped the resolution (file descriptors, memory, a resolver process gone).
 LOCAL_TROUBLE = Answer(AnswerKind.TEMP, "local resources exhausted, try again (see the mtasts-resolver log)")
 LOCAL_LIMIT = "local resources"
+#: Waiting for another member of the fleet to fetch a domain: first pause, longest pause, and how much longer
+#: than one fetch (mta_sts.http_timeout_s) to wait before fetching anyway.
+FETCH_LOCK_POLL_FIRST_S = 0.05
+FETCH_LOCK_POLL_MAX_S = 1.0
+FETCH_LOCK_SLACK_S = 5.0
 
 
 class StsNetwork(Protocol):
@@ -285,10 +291,6 @@ class PolicyService:
             except FirstError as exc:
                 exc.subFailure.raiseException()
         result = Resolution(domain, txt, step, fetched, policy, dane)
-        if policy is not None and policy is not previous:
-            # Before any answer: what we answered is what a restart finds (RFC 8461 §5.1). The write
-            # runs off the event loop; this resolution (and whoever joined it) waits for it.
-            await self._persist(policy)
         self._record(result, current, previous, self._clock.seconds())
         return result
 
@@ -303,14 +305,60 @@ class PolicyService:
         fetched: StsPolicy | StsFailure | None = None
         if step is Plan.FETCH:
             assert isinstance(txt, StsTxt)
-            fetched = await self._resolver.fetch(domain)
-            now = self._clock.seconds()
-            policy = settle(domain, cached, txt, fetched, now)
+            locked, stored = await self._fetch_turn(domain, txt)
+            if stored is not None:   # another member of the fleet fetched it meanwhile, for this TXT id
+                return txt, Plan.KEEP, None, stored, stored
+            try:
+                fetched = await self._resolver.fetch(domain)
+                policy = settle(domain, cached, txt, fetched, self._clock.seconds())
+                if policy is not None and policy is not cached:
+                    # Before any answer: what we answered is what a restart finds (RFC 8461 §5.1); and before
+                    # the fleet's lock goes, so whoever waited for it finds the policy. The write runs off
+                    # the event loop; this resolution (and whoever joined it) waits for it.
+                    await self._persist(policy)
+            finally:
+                if locked:
+                    await self._release_fetch_lock(domain)
         elif step is Plan.KEEP:
             policy = cached
         else:
             policy = None
         return txt, step, fetched, policy, cached
+
+    async def _fetch_turn(self, domain: str, txt: StsTxt) -> tuple[bool, CachedPolicy | None]:
+        """Wait while another member of the fleet fetches ``domain``, then take the turn.
+
+        Returns (whether we hold the store's fetch lock, a policy another
+        member stored meanwhile that plan() keeps for this TXT id: then there
+        is nothing to fetch).  Polled with back-off; past ``http_timeout_s``
+        plus :data:`FETCH_LOCK_SLACK_S` without the lock we fetch anyway: a
+        stuck member must never stop us, and a double fetch is the worst of it.
+        """
+        deadline = self._clock.seconds() + self._settings.http_timeout_s + FETCH_LOCK_SLACK_S
+        pause_s = FETCH_LOCK_POLL_FIRST_S
+        while True:
+            try:
+                locked = await maybeDeferred(self._store.try_fetch_lock, domain)
+            except StoreError as exc:
+                self.log.warn("{domain}: the fleet's fetch lock could not be taken ({error}); fetching without it",
+                              domain=domain, error=exc)
+                return False, None
+            stored = await self._stored(domain)
+            now = self._clock.seconds()
+            if stored is not None and plan(stored, txt, now, self._settings.refresh_before_s) is Plan.KEEP:
+                if locked:
+                    await self._release_fetch_lock(domain)
+                return False, stored
+            if locked or now >= deadline:
+                return locked, None
+            await deferLater(self._clock, pause_s)
+            pause_s = min(pause_s * 2, FETCH_LOCK_POLL_MAX_S)
+
+    async def _release_fetch_lock(self, domain: str) -> None:
+        try:
+            await maybeDeferred(self._store.release_fetch_lock, domain)
+        except StoreError as exc:   # a connection that broke released it with itself
+            self.log.warn("{domain}: the fleet's fetch lock could not be released: {error}", domain=domain, error=exc)
 
     async def _stored(self, domain: str) -> CachedPolicy | None:
         """A usable policy another worker, or another MTA of the fleet, stored for ``domain``.

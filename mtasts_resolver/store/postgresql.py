@@ -33,6 +33,7 @@ The DSN is libpq's (string or URI).  The password is best kept out of it
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 import time
@@ -73,6 +74,12 @@ def redacted(dsn: str) -> str:
     if "password" in params:
         params["password"] = "***"
     return make_conninfo(**params)
+
+
+def _fetch_lock_key(domain: str) -> int:
+    """The advisory lock of one domain's fetch: 64 bits of a hash, in a space of this program's own."""
+    return int.from_bytes(hashlib.blake2b(b"mtasts-resolver fetch " + domain.encode(), digest_size=8).digest(),
+                          "big", signed=True)
 
 
 def placeholders(sql: str) -> str:
@@ -242,6 +249,20 @@ class PostgresStore(TlsrptTables):
             return None
         name, txt_id, text, fetched_at, stored = rows[0]
         return loaded_policy((name.encode(), txt_id.encode(), text.encode(), fetched_at, stored.encode()))
+
+    def try_fetch_lock(self, domain: str) -> bool:
+        """A session advisory lock of this thread's connection: released by the server if the daemon dies."""
+        try:
+            return bool(self._connections.get().execute("SELECT pg_try_advisory_lock(%s)",
+                                                        (_fetch_lock_key(domain),)).fetchone()[0])
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot take the fetch lock of {domain} at {self.where}: {_why(exc)}") from None
+
+    def release_fetch_lock(self, domain: str) -> None:
+        try:
+            self._connections.get().execute("SELECT pg_advisory_unlock(%s)", (_fetch_lock_key(domain),))
+        except psycopg.Error as exc:   # a connection that broke has lost the lock already
+            raise StoreError(f"cannot release the fetch lock of {domain} at {self.where}: {_why(exc)}") from None
 
     def policy_writer(self) -> PostgresStore:
         """This store: its connections are per thread already."""

@@ -74,6 +74,13 @@ class RetryingPolicyStore:
         """The store's :meth:`~mtasts_resolver.store.PolicyStore.load_policy`, in the write thread."""
         return self._call(self._writer.load_policy, domain)
 
+    def try_fetch_lock(self, domain: str) -> Deferred[bool]:
+        """In the store's thread, whose connection then holds it (PostgreSQL: a session lock) until released."""
+        return self._call(self._writer.try_fetch_lock, domain)
+
+    def release_fetch_lock(self, domain: str) -> Deferred[None]:
+        return self._call(self._writer.release_fetch_lock, domain)
+
     def save_policy(self, policy: CachedPolicy) -> Deferred[None]:
         return self.save_policies([policy])
 

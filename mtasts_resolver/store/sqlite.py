@@ -122,6 +122,14 @@ class _PolicyTable:
             domains = ", ".join(row[0] for row in rows[:3]) + (" ..." if len(rows) > 3 else "")
             raise StoreError(f"cannot save policy of {domains}: {exc}") from exc
 
+    def try_fetch_lock(self, domain: str) -> bool:
+        """Always: one host's workers each fetch a domain new to all of them at most once (their misses read the
+        store first); a fleet-wide lock is PostgreSQL's."""
+        return True
+
+    def release_fetch_lock(self, domain: str) -> None:
+        """Nothing was taken."""
+
     def delete_policy(self, domain: str) -> None:
         try:
             with self._db:

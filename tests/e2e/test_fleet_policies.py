@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,12 @@ import pytest
 from tests.world import Route
 from tests.world.addresses import POLICY_IP
 from tests.world.daemon import DaemonProcess, world_config
+from tests.world.netstrings import netstring, socketmap_call
 from tests.world.policy_server import sts_policy
 from tests.world.postfix import private_workdir
 from tests.world.tlsrpt import wait_until
 
-KNOWN, COLD = "fleet-known.test", "fleet-cold.test"
+KNOWN, COLD, BURST = "fleet-known.test", "fleet-cold.test", "fleet-burst.test"
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -43,14 +45,14 @@ def readme_cache_table(dsn: str) -> str:
 def fleet_world(dns_world, policy_server, postgres):
     base = list(dns_world.parent_records)
     records = []
-    for domain in (KNOWN, COLD):
+    for domain in (KNOWN, COLD, BURST):
         label = domain.removesuffix(".test")
         records += [f'_mta-sts.{label} 60 IN TXT "v=STSv1; id=f1"', f"mta-sts.{label} 60 IN A {POLICY_IP}"]
         policy_server.set(f"mta-sts.{domain}", Route(body=sts_policy(f"mx.{domain}")))
     dns_world.set_parent_records(base + records)
     with private_workdir("mtasts-fleetp-") as work:
         yield work, postgres.database("fleetp")
-    for domain in (KNOWN, COLD):
+    for domain in (KNOWN, COLD, BURST):
         policy_server.remove(f"mta-sts.{domain}")
     dns_world.set_parent_records(base)
 
@@ -125,3 +127,28 @@ def test_a_daemon_whose_database_is_unreachable_exits_75_so_systemd_tries_again(
     assert daemon.proc.wait(10) == 75, daemon.log_tail()
     log = daemon.log_tail()
     assert "cannot connect to PostgreSQL" in log and "secret" not in log, log
+
+
+def test_concurrent_cold_lookups_of_one_domain_across_three_daemons_make_one_fetch(
+        fleet_world, dns_world, pki, policy_server):
+    """The fleet's fetch lock: one member fetches, the others wait for its policy in the store."""
+    work, dsn = fleet_world
+    policy_server.set(f"mta-sts.{BURST}", Route(body=sts_policy(f"mx.{BURST}"), delay_s=1.0))   # a slow host
+    daemons = [DaemonProcess(work / f"d{n}", readme_cache_table(dsn) + world_config(dns_world, pki))
+               for n in range(3)]
+    try:
+        for daemon in daemons:
+            daemon.start()
+        answers: list[bytes] = []
+        clients = [threading.Thread(target=lambda d=daemon: answers.append(
+            socketmap_call(d.socketmap_port, netstring(f"postfix {BURST}".encode()), timeout_s=30)))
+            for daemon in daemons for _ in range(10)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        assert answers == [f"OK {secure(BURST)}".encode()] * 30, answers
+        assert policy_server.hits(f"mta-sts.{BURST}") == 1
+    finally:
+        for daemon in daemons:
+            daemon.stop()

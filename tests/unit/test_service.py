@@ -279,3 +279,52 @@ def test_a_store_that_cannot_be_read_only_costs_the_saving(world):
         resolver.fetches[0][1].callback(POLICY)
     assert answers == [ENFORCE]
     assert any("could not be read" in (e.get("log_format") or "") for e in events)
+
+
+class FleetStore(SqliteStore):
+    """The store as one member of a fleet sees it: another member holds the fetch lock of every domain."""
+
+    held_elsewhere = True
+    asked = 0
+
+    def try_fetch_lock(self, domain):
+        self.asked += 1
+        return not self.held_elsewhere
+
+
+def fleet_service(tmp_path, clock):
+    store = FleetStore(tmp_path / "fleet.sqlite3")
+    return store, PolicyService(clock, ScriptedResolver(), store, MtaStsConfig(http_timeout_s=10), [])
+
+
+def test_another_member_fetching_means_waiting_for_its_policy_not_fetching(tmp_path):
+    clock = Clock()
+    clock.advance(START)
+    store, service = fleet_service(tmp_path, clock)
+    resolver = service._resolver
+    answers = results([service.lookup("postfix", "example.com")])
+    resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+    clock.advance(0.05)
+    clock.advance(0.1)                                      # still fetching elsewhere: we wait, with back-off
+    assert answers == [] and resolver.fetches == [] and store.asked == 3
+    other = SqliteStore(tmp_path / "fleet.sqlite3")         # the other member stores what it fetched
+    other.save_policy(CachedPolicy("example.com", "1", POLICY, clock.seconds()))
+    other.close()
+    clock.advance(0.2)
+    assert answers == [ENFORCE] and resolver.fetches == []
+    store.close()
+
+
+def test_a_member_that_never_finishes_does_not_stop_us(tmp_path):
+    clock = Clock()
+    clock.advance(START)
+    store, service = fleet_service(tmp_path, clock)
+    resolver = service._resolver
+    answers = results([service.lookup("postfix", "example.com")])
+    resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+    for _ in range(40):
+        clock.advance(1)                                    # http_timeout_s + slack, then we fetch anyway
+    assert len(resolver.fetches) == 1
+    resolver.fetches[0][1].callback(POLICY)
+    assert answers == [ENFORCE]
+    store.close()

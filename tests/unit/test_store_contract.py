@@ -75,6 +75,21 @@ def test_one_policy_is_read_by_its_domain(store, cache):
         again.close()
 
 
+def test_the_fetch_lock_is_one_members_at_a_time_on_postgresql(store, cache):
+    other = open_store(*cache)   # another daemon of the fleet
+    try:
+        assert store.try_fetch_lock("a.example")
+        if cache[0].backend == "postgresql":
+            assert not other.try_fetch_lock("a.example")          # held elsewhere
+            assert other.try_fetch_lock("b.example")              # per domain
+            store.release_fetch_lock("a.example")
+            assert other.try_fetch_lock("a.example")
+        else:   # one host: its workers read the store on a miss; no lock to wait for
+            assert other.try_fetch_lock("a.example")
+    finally:
+        other.close()
+
+
 def test_a_store_says_where_it_is_without_a_password(store, cache):
     assert store.where
     assert "secret" not in store.where and (cache[0].backend != "sqlite" or store.where == str(cache[1]))
