@@ -6,7 +6,9 @@ waits on) the CPU before a storm of cold resolutions.  It reads its
 configuration as the first message on stdin, builds the same
 :class:`~mtasts_resolver.net.network.Network` the query tool uses, says
 hello, and then serves calls until stdin closes (the daemon stopped or
-died: a child never outlives its daemon).  Calls run concurrently; each
+died: a child never outlives its daemon).  SIGTERM and SIGINT are ignored:
+systemd signals the whole unit at once, and the daemon, draining the
+lookups in flight, still needs its children until it closes their stdin.  Calls run concurrently; each
 answer goes back as soon as it is known.  Its log lines go to the stderr it
 shares with the daemon, so they reach the same journal.
 """
@@ -14,10 +16,12 @@ shares with the daemon, so they reach the same journal.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -75,8 +79,10 @@ class ResolverChild:
         self.channel.send((HELLO, True, os.getpid()))
 
     def _stdin_closed(self) -> None:
-        if self._reactor.running:
+        try:
             self._reactor.stop()
+        except ReactorNotRunning:   # stopping already
+            pass
 
 
 def _error(failure: Failure) -> tuple[bool, str]:
@@ -92,9 +98,11 @@ def main() -> int:
     asyncioreactor.install()   # dnspython's asyncio resolver runs on the same loop, as in the daemon
     from twisted.internet import reactor
 
+    for ignored in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(ignored, signal.SIG_IGN)
     child = ResolverChild(reactor)
     StandardIO(child.channel, reactor=reactor)
-    reactor.run()
+    reactor.run(installSignalHandlers=False)   # the daemon, not a signal, ends a child
     return 0
 
 

@@ -158,3 +158,17 @@ def test_a_stuck_resolver_process_is_replaced(dns_world, policy_server, pki, tmp
         for child in set(stuck) & set(children(proc.proc.pid)):
             os.kill(child, signal.SIGCONT)               # the other one: never asked, never judged
         proc.stop()
+
+
+def test_sigterm_to_everyone_at_once_still_drains_through_the_children(daemon):
+    """systemd signals the whole unit: the children keep serving until the daemon closes their stdin."""
+    resolvers = children(daemon.proc.pid)
+    for child in resolvers:
+        os.kill(child, signal.SIGTERM)
+    time.sleep(0.3)
+    assert children(daemon.proc.pid) == resolvers                  # ignored: still there
+    assert ask(daemon, "offload-c") == expected("offload-c")        # and serving
+    assert daemon.stop() == 0
+    for child in resolvers:
+        assert gone(child, 10)
+    assert "Unhandled" not in daemon.log_tail(200) and "ReactorNotRunning" not in daemon.log_tail(200)
