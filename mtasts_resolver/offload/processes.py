@@ -166,7 +166,7 @@ class _Child(ProcessProtocol):
         self._reactor = owner._reactor
         self._pending: dict[int, tuple[Deferred, object]] = {}
         self._next_id = 1
-        self._channel = MessageChannel(self._received, lambda: None)
+        self._channel = MessageChannel(self._received, lambda: None, owner._reactor)
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid

@@ -20,6 +20,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.protocols.basic import Int32StringReceiver
 
 HELLO = "hello"
@@ -31,20 +32,46 @@ METHODS = ("discover", "fetch", "dane")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
+#: The daemon handles at most this many results of one child per event-loop turn (:class:`MessageChannel`).
+MESSAGES_PER_TURN = 1
+
+
 class MessageChannel(Int32StringReceiver):
-    """Sends and receives whole Python values; what to do with one is ``on_message``'s."""
+    """Sends and receives whole Python values; what to do with one is ``on_message``'s.
+
+    With a ``clock`` (the daemon's side), at most :data:`MESSAGES_PER_TURN`
+    messages are handled per event-loop turn: each result finishes a
+    resolution (decide, record, answer its waiting lookups), and a pipe read
+    can bring dozens at once; handled back to back they would hold every
+    cached answer behind them.  The rest wait in the buffer for the next
+    turn (Twisted's pause/resume of the receiver: the pipe is not read
+    meanwhile).
+    """
 
     MAX_LENGTH = MAX_MESSAGE_BYTES
 
-    def __init__(self, on_message: Callable[[object], None], on_lost: Callable[[], None]) -> None:
+    def __init__(self, on_message: Callable[[object], None], on_lost: Callable[[], None],
+                 clock: IReactorTime | None = None) -> None:
         self._on_message = on_message
         self._on_lost = on_lost
+        self._clock = clock
+        self._this_turn = 0
 
     def send(self, message: object) -> None:
         self.sendString(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
     def stringReceived(self, data: bytes) -> None:
         self._on_message(pickle.loads(data))
+        if self._clock is None:
+            return
+        self._this_turn += 1
+        if self._this_turn >= MESSAGES_PER_TURN and not self.paused:
+            self.pauseProducing()
+            self._clock.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._this_turn = 0
+        self.resumeProducing()   # handles what is buffered, then reads the pipe again
 
     def lengthLimitExceeded(self, length: int) -> None:
         # Only a bug makes one: the peer is ours. Drop the channel; the daemon restarts the child.

@@ -75,3 +75,22 @@ def test_limit_hits_and_log_levels_cross_the_wire(child):
     assert frames(wire.value()) == [(LIMIT, "mta_sts.max_policy_bytes", "mta-sts.example.com")]
     resolver.channel.send_to_child((LOG_LEVEL, "error", None))
     assert logs._PREDICATE.logLevelForNamespace("mtasts_resolver") == LogLevel.error
+
+
+def test_the_daemon_handles_one_result_per_child_per_turn():
+    """A pipe read with many results must not hold every cached answer behind all of them."""
+    from twisted.internet.task import Clock
+
+    from mtasts_resolver.offload.wire import MESSAGES_PER_TURN, MessageChannel
+
+    clock, got = Clock(), []
+    channel = MessageChannel(got.append, lambda: None, clock)
+    channel.makeConnection(StringTransport())
+    frames_in_one_read = b"".join(struct.pack("!I", len(data := pickle.dumps(n))) + data for n in range(5))
+    channel.dataReceived(frames_in_one_read)
+    assert got == list(range(MESSAGES_PER_TURN))
+    while len(got) < 5:
+        before = len(got)
+        clock.advance(0)                      # the next turn
+        assert len(got) - before <= MESSAGES_PER_TURN
+    assert got == list(range(5))
