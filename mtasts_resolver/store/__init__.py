@@ -68,6 +68,8 @@ class DamagedCache(StoreError):
 class PolicyStore(Protocol):
     #: What to call the store in log lines and errors (a path, or a DSN without its password).
     where: str
+    #: True when a read may wait on the network (PostgreSQL): reads then run in the store's thread too.
+    remote: bool
 
     def load_policies(self) -> Iterator[CachedPolicy]:
         """Every stored policy, expired ones included (the caller decides)."""

@@ -187,6 +187,7 @@ class PostgresOutcomeWriter:
 
 class PostgresStore(TlsrptTables):
     attempt_order = "seq"
+    remote = True
 
     def __init__(self, cache: CacheConfig, host: str | None = None) -> None:
         self._cache = cache

@@ -158,6 +158,8 @@ class SqlitePolicyWriter(_PolicyTable):
 
 
 class SqliteStore(_PolicyTable, SqliteTlsrpt):
+    remote = False
+
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         self.path = path

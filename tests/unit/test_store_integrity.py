@@ -219,7 +219,7 @@ def test_the_reactor_thread_never_writes_sqlite(tmp_path):
 class Failing:
     """A store whose writes all fail; its deletes work."""
 
-    where = "failing"
+    where, remote = "failing", False
 
     def __init__(self) -> None:
         self.deleted: list[str] = []
@@ -279,7 +279,7 @@ class ThreadedClock(Clock):
 class NetworkStore:
     """A remote store whose writes wait until the test opens ``gate``; ``failures`` writes fail first."""
 
-    where = "db.example"
+    where, remote = "db.example", True
 
     def policy_writer(self):
         return self
