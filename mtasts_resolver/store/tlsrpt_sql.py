@@ -71,6 +71,11 @@ class TlsrptTables:
         rows = self._read("SELECT policy FROM tlsrpt_policy WHERE domain = ?", (domain,))
         return rows[0][0] if rows else None
 
+    def policies_in_force_since(self, at: float) -> list[tuple[str, str, float]]:
+        """(domain, policy JSON, updated_at) of every policy in force recorded at or after ``at``."""
+        return [tuple(row) for row in self._read(
+            "SELECT domain, policy, updated_at FROM tlsrpt_policy WHERE updated_at >= ?", (at,))]
+
     def feed_cursor(self, feed: str) -> str | None:
         rows = self._read("SELECT position FROM tlsrpt_cursor WHERE feed = ?", (self.cursor_key(feed),))
         return rows[0][0] if rows else None

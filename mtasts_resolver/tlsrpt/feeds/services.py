@@ -22,6 +22,7 @@ from typing import TypeVar
 from twisted.application.service import Service
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
+from twisted.internet.threads import deferToThread
 
 from mtasts_resolver.config import SocketSpec, TlsrptConfig
 from mtasts_resolver.net.sockets import adopt_listener, stream_listener
@@ -32,6 +33,7 @@ from mtasts_resolver.tlsrpt.feeds.logfollow import COMMIT_MARGIN_S, FileFollower
 from mtasts_resolver.store import StoreError
 from mtasts_resolver.tlsrpt.model import (HOST_POLICY_PREFIX, PolicyType, ReportPolicy, report_policy_from_json,
                                           sts_report_policy)
+from mtasts_resolver.tlsrpt.feeds.policy_mirror import PolicyMirror
 from mtasts_resolver.tlsrpt.feeds.postfix_log import PostfixLogCorrelator
 from mtasts_resolver.tlsrpt.feeds.sourceip import RouteSource
 from mtasts_resolver.tlsrpt.spool import OutcomeSpool
@@ -127,14 +129,21 @@ def feed_services(settings: TlsrptConfig, reactor, spool: OutcomeSpool, store,
                   policy_for: Callable[[str], ReportPolicy]) -> list[Service]:
     services: list[Service] = []
     host_policy_for: Callable[[str], ReportPolicy | None] = lambda host: None
+    settle_s = settings.spool_flush_interval_s + COMMIT_MARGIN_S   # until every worker's policies are committed
     if hasattr(store, "policy_in_force"):
+        stored_in_force = store.policy_in_force
+        if store.remote:   # a network round trip per session would hold the event loop: read a mirror
+            mirror = PolicyMirror(reactor, store.policies_in_force_since,
+                                  lambda call, *args: deferToThread(call, *args))
+            services.append(mirror.service)
+            stored_in_force, settle_s = mirror.get, settle_s + mirror.extra_settle_s
+
         def read(key: str) -> str | None:   # this process's newest first, then what every worker committed
-            return spool.uncommitted_policy(key) or store.policy_in_force(key)
+            return spool.uncommitted_policy(key) or stored_in_force(key)
         policy_for = stored_policy_lookup(read, policy_for, reactor.seconds)
         stored = stored_policy_lookup(read, lambda key: None, reactor.seconds)
         host_policy_for = lambda host: stored(HOST_POLICY_PREFIX + host)   # noqa: E731
     ip = RouteSource(settings.sending_mta_ip)   # configured, else the kernel's route source per receiving IP
-    settle_s = settings.spool_flush_interval_s + COMMIT_MARGIN_S   # until every worker's policies are committed
     if settings.collector_socket:
         services.append(DatagramCollector(reactor, spool, settings.collector_spec, settings.collector_rcvbuf_bytes))
     if settings.postfix_log:
