@@ -288,7 +288,7 @@ def assemble(reactor, config: Config) -> Daemon:
         started_at = reactor.seconds()
         background += metrics_services(reactor, config,
                                        lambda: sample(sources, worker_index(), started_at, reactor.seconds()),
-                                       store.deliveries, metrics_socket)
+                                       store.deliveries, metrics_socket, store.remote)
         opened.pop_all()
         return daemon
 

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from twisted.application.internet import TimerService
 from twisted.application.service import Service
+from twisted.internet.threads import deferToThread
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
@@ -104,23 +106,40 @@ class MetricsListener(Service):
 
 
 def metrics_services(reactor, config: Config, own: Callable[[], Snapshot], deliveries: Callable[[], list[DeliveryRow]],
-                     sock: socket.socket | None) -> list[Service]:
-    """The snapshot writer of this worker, and with ``sock`` (worker 0, ``metrics.listen`` set) the listener."""
+                     sock: socket.socket | None, remote_store: bool = False) -> list[Service]:
+    """The snapshot writer of this worker, and with ``sock`` (worker 0, ``metrics.listen`` set) the listener.
+
+    With a remote store (PostgreSQL) the report deliveries are read in a
+    thread every ``snapshot_interval_s`` and a scrape shows the last read: a
+    scrape must not hold the event loop for a database round trip (or, with
+    the database down, a connect timeout).
+    """
     directory = status_dir(config)
     services: list[Service] = [SnapshotWriter(reactor, directory, config.metrics.snapshot_interval_s, own)]
     if sock is None:
         return services
+
+    def read_deliveries() -> dict:
+        try:
+            return deliveries_by_transport((row.destination, row.state) for row in deliveries())
+        except StoreError as exc:   # the other numbers are still worth a scrape
+            log.error("metrics: cannot read the report deliveries: {error}", error=exc)
+            return {}
+
+    last_read: dict[str, dict] = {"stored": {}}
+    if remote_store:
+        def refresh():
+            return deferToThread(read_deliveries).addCallback(lambda stored: last_read.update(stored=stored))
+        refresher = TimerService(config.metrics.snapshot_interval_s, refresh)
+        refresher.clock = reactor
+        services.append(refresher)
 
     def scrape() -> bytes:
         mine = own()
         others = [snapshot for snapshot in read_snapshots(directory, config.daemon.workers)
                   if snapshot.worker != mine.worker and running(snapshot)]
         counters, gauges = combine([mine, *others])
-        try:
-            stored = deliveries_by_transport((row.destination, row.state) for row in deliveries())
-        except StoreError as exc:   # the other numbers are still worth a scrape
-            log.error("metrics: cannot read the report deliveries: {error}", error=exc)
-            stored = {}
+        stored = last_read["stored"] if remote_store else read_deliveries()
         return render(counters, gauges, stored)
 
     spec = SocketSpec(address=config.metrics.listen)

@@ -11,14 +11,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.world import Route
 from tests.world.addresses import POLICY_IP
-from tests.world.daemon import DaemonProcess, world_config
+from tests.world.daemon import DaemonProcess, free_port, world_config
+from tests.world.hostile import process_tree
 from tests.world.netstrings import netstring, socketmap_call
 from tests.world.policy_server import sts_policy
 from tests.world.postfix import private_workdir
@@ -152,3 +157,30 @@ def test_concurrent_cold_lookups_of_one_domain_across_three_daemons_make_one_fet
     finally:
         for daemon in daemons:
             daemon.stop()
+
+
+def test_a_metrics_scrape_does_not_wait_for_the_database(fleet_world, dns_world, pki, postgres):
+    """With PostgreSQL, the report deliveries are read in a thread: a scrape answers at once, the database hung or not."""
+    work, dsn = fleet_world
+    port = free_port()
+    daemon = DaemonProcess(work / "m", readme_cache_table(dsn) + world_config(dns_world, pki)
+                           + f'[metrics]\nlisten = "127.0.0.1:{port}"\nsnapshot_interval_s = 0.5\n')
+    daemon.start()
+    try:
+        assert daemon.postmap(KNOWN) == (0, secure(KNOWN))
+        time.sleep(1)   # the deliveries read once on a connection of the thread's own
+        frozen = process_tree(postgres.server.proc.pid)   # the server and its backends hang: no answer, no error
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20).read().decode()
+                assert time.monotonic() - started < 1.0
+                assert "mtasts_resolver_lookups_total" in body
+                time.sleep(0.6)   # a refresh in between, stuck in its thread
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+    finally:
+        daemon.stop()

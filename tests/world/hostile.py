@@ -243,7 +243,7 @@ def proc_usage(pid: int) -> tuple[int, int]:
     be one.
     """
     rss, fds = 0, 0
-    for member in _family(pid):
+    for member in process_tree(pid):
         try:
             with open(f"/proc/{member}/status") as status:
                 for line in status:
@@ -255,7 +255,8 @@ def proc_usage(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
-def _family(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc."""
     found, pending = [], [pid]
     while pending:
         member = pending.pop()
