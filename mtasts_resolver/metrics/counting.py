@@ -20,17 +20,19 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from mtasts_resolver.lookup import Answer, LookupService
+from mtasts_resolver.lookup import Answer, AnswerKind, LookupService
 from mtasts_resolver.metrics.snapshot import Series
-from mtasts_resolver.policy.dane import DaneOutcome, HostStatus
+from mtasts_resolver.policy.dane import DaneOutcome
 from mtasts_resolver.policy.model import NoStsTxt, StsFailure, StsPolicy
-from mtasts_resolver.tlsrpt.feeds.resolution import Resolution
+from mtasts_resolver.tlsrpt.feeds.resolution import HOST_RESULT_TYPES, Resolution
 from mtasts_resolver.tlsrpt.model import ResultType
 
 log = Logger()
 
 HOT = "hot"
 COLD = "cold"
+#: Every lookup is counted on the hot path: the label of each answer kind, made once.
+_ANSWER_LABELS = {kind: kind.name.lower() for kind in AnswerKind}
 
 
 #: Distinct map names counted apart; later ones are counted as OTHER_MAP.  The
@@ -53,7 +55,7 @@ class Tally:
                 map_name = OTHER_MAP
             else:
                 self._maps.add(map_name)
-        self.counters[("lookups_total", map_name, answer.kind.name.lower(), path)] += 1
+        self.counters[("lookups_total", map_name, _ANSWER_LABELS[answer.kind], path)] += 1
 
     def resolution(self, resolution: Resolution) -> None:
         """The ``on_resolution`` hook: one MTA-STS resolution, one DANE one if DANE ran, their failures."""
@@ -86,11 +88,8 @@ def failure_types(resolution: Resolution) -> list[ResultType]:
     if dane is not None:
         if dane.outcome is DaneOutcome.TEMP:
             found.append(ResultType.DNSSEC_INVALID)
-        found += [_HOST_FAILURES[host.status] for host in dane.hosts if host.status in _HOST_FAILURES]
+        found += [HOST_RESULT_TYPES[host.status] for host in dane.hosts if host.status in HOST_RESULT_TYPES]
     return found
-
-
-_HOST_FAILURES = {HostStatus.UNUSABLE: ResultType.TLSA_INVALID, HostStatus.FAILED: ResultType.DNSSEC_INVALID}
 
 
 class CountingLookups:

@@ -84,6 +84,10 @@ def _sts_outcomes(resolution: Resolution, now: float, source: RouteSource) -> li
     return [Outcome(now, domain, policy, (detail,))]
 
 
+#: The MX host results that are failures, as RFC 8460 result types (the reports and the metrics count them so).
+HOST_RESULT_TYPES = {HostStatus.UNUSABLE: ResultType.TLSA_INVALID, HostStatus.FAILED: ResultType.DNSSEC_INVALID}
+
+
 def _dane_outcomes(resolution: Resolution, now: float, source: RouteSource) -> list[Outcome]:
     dane, domain = resolution.dane, resolution.domain
     if dane is None:
@@ -94,11 +98,8 @@ def _dane_outcomes(resolution: Resolution, now: float, source: RouteSource) -> l
         return [Outcome(now, domain, ReportPolicy(PolicyType.TLSA, domain, _records(dane.hosts)), (detail,))]
     outcomes = []
     for host in dane.hosts:
-        if host.status is HostStatus.UNUSABLE:
-            result = ResultType.TLSA_INVALID
-        elif host.status is HostStatus.FAILED:
-            result = ResultType.DNSSEC_INVALID
-        else:
+        result = HOST_RESULT_TYPES.get(host.status)
+        if result is None:
             continue
         detail = FailureDetail(result, sending_mta_ip=source(_address(host)) or source.towards_internet(),
                                receiving_mx_hostname=host.name, failure_reason_code=host.detail[:MAX_REASON_CHARS])
