@@ -22,6 +22,7 @@ from mtasts_resolver.offload.child import NICENESS
 from tests.world import Route
 from tests.world.daemon import DaemonProcess, world_config
 from tests.world.fixtures import WORLD_ID
+from tests.world.hostile import child_pids
 from tests.world.netstrings import netstring, socketmap_call
 
 DOMAINS = ("offload-a", "offload-b", "offload-c")
@@ -33,13 +34,6 @@ def policy(name: str) -> bytes:
 
 def expected(name: str) -> bytes:
     return f"OK secure match=mx.{name}.test servername=hostname".encode()
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    return found
 
 
 def ask(daemon: DaemonProcess, name: str) -> bytes:
@@ -82,7 +76,7 @@ def daemon(dns_world, policy_server, pki, tmp_path):
 
 def test_a_killed_resolver_process_means_temp_then_it_is_back(daemon):
     assert ask(daemon, "offload-a") == expected("offload-a")        # resolved in a child
-    killed = children(daemon.proc.pid)
+    killed = child_pids(daemon.proc.pid)
     assert len(killed) == 2                                          # daemon.resolver_processes' default
     for child in killed:
         os.kill(child, signal.SIGKILL)
@@ -97,7 +91,7 @@ def test_a_killed_resolver_process_means_temp_then_it_is_back(daemon):
         daemon.wait_for("(collect what has arrived)", 0.2)
     assert "DOWN" not in daemon.notifications[-1], daemon.notifications    # STATUS: back
     assert ask(daemon, "offload-b") == expected("offload-b")        # nothing was cached from the TEMP
-    again = children(daemon.proc.pid)
+    again = child_pids(daemon.proc.pid)
     assert len(again) == 2 and not set(again) & set(killed)
     assert "ended" in daemon.log_tail(80)                           # said loudly, with the child's pid
 
@@ -105,7 +99,7 @@ def test_a_killed_resolver_process_means_temp_then_it_is_back(daemon):
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_the_resolver_process_never_outlives_the_daemon(daemon, how):
     assert ask(daemon, "offload-c") == expected("offload-c")
-    resolvers = children(daemon.proc.pid)
+    resolvers = child_pids(daemon.proc.pid)
     daemon.stop(how)
     for child in resolvers:
         assert gone(child, 10), f"resolver process {child} still running after the daemon got {how!r}"
@@ -116,14 +110,14 @@ def nice(pid: int) -> int:
 
 
 def test_the_resolver_process_yields_the_cpu_to_the_event_loop(daemon):
-    for child in children(daemon.proc.pid):
+    for child in child_pids(daemon.proc.pid):
         assert nice(child) == min(nice(daemon.proc.pid) + NICENESS, 19)
     assert "cannot renice" not in daemon.log_tail(200)
 
 
 def test_out_of_file_descriptors_is_temp_never_notfound(daemon):
     """The resolver process cannot open one more socket: a new enforce domain is TEMP, and nothing is cached."""
-    resolvers = children(daemon.proc.pid)
+    resolvers = child_pids(daemon.proc.pid)
     before = {child: resource.prlimit(child, resource.RLIMIT_NOFILE) for child in resolvers}
     for child in resolvers:   # no DNS socket, no fetch
         resource.prlimit(child, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{child}/fd")), before[child][1]))
@@ -144,7 +138,7 @@ def test_a_stuck_resolver_process_is_replaced(dns_world, policy_server, pki, tmp
                          + "[dane]\ntimeout_s = 0.5\n")   # the call deadline: 0.5 s + 5 s
     proc.start()
     try:
-        stuck = children(proc.proc.pid)
+        stuck = child_pids(proc.proc.pid)
         for child in stuck:
             os.kill(child, signal.SIGSTOP)
         started = time.monotonic()
@@ -152,21 +146,21 @@ def test_a_stuck_resolver_process_is_replaced(dns_world, policy_server, pki, tmp
         assert answer.startswith(b"TEMP "), answer
         assert time.monotonic() - started < 10
         assert logged(proc, "is stuck", 5) and logged(proc, "started again", 10), proc.log_tail()
-        now = children(proc.proc.pid)
+        now = child_pids(proc.proc.pid)
         assert len(now) == 2 and set(stuck) - set(now)     # the child of that domain was replaced
     finally:
-        for child in set(stuck) & set(children(proc.proc.pid)):
+        for child in set(stuck) & set(child_pids(proc.proc.pid)):
             os.kill(child, signal.SIGCONT)               # the other one: never asked, never judged
         proc.stop()
 
 
-def test_sigterm_to_everyone_at_once_still_drains_through_the_children(daemon):
+def test_sigterm_to_everyone_at_once_still_drains_through_the_child_pids(daemon):
     """systemd signals the whole unit: the children keep serving until the daemon closes their stdin."""
-    resolvers = children(daemon.proc.pid)
+    resolvers = child_pids(daemon.proc.pid)
     for child in resolvers:
         os.kill(child, signal.SIGTERM)
     time.sleep(0.3)
-    assert children(daemon.proc.pid) == resolvers                  # ignored: still there
+    assert child_pids(daemon.proc.pid) == resolvers                  # ignored: still there
     assert ask(daemon, "offload-c") == expected("offload-c")        # and serving
     assert daemon.stop() == 0
     for child in resolvers:

@@ -292,18 +292,21 @@ class FleetStore(SqliteStore):
         return not self.held_elsewhere
 
 
-def fleet_service(tmp_path, clock):
-    store = FleetStore(tmp_path / "fleet.sqlite3")
-    return store, PolicyService(clock, ScriptedResolver(), store, MtaStsConfig(http_timeout_s=10), [])
-
-
-def test_another_member_fetching_means_waiting_for_its_policy_not_fetching(tmp_path):
+@pytest.fixture
+def fleet(tmp_path):
+    """A lookup of a new domain whose TXT record came back, at a member that finds the fetch lock held."""
     clock = Clock()
     clock.advance(START)
-    store, service = fleet_service(tmp_path, clock)
-    resolver = service._resolver
+    store, resolver = FleetStore(tmp_path / "fleet.sqlite3"), ScriptedResolver()
+    service = PolicyService(clock, resolver, store, MtaStsConfig(http_timeout_s=10), [])
     answers = results([service.lookup("postfix", "example.com")])
     resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+    yield clock, store, resolver, answers
+    store.close()
+
+
+def test_another_member_fetching_means_waiting_for_its_policy_not_fetching(fleet, tmp_path):
+    clock, store, resolver, answers = fleet
     clock.advance(0.05)
     clock.advance(0.1)                                      # still fetching elsewhere: we wait, with back-off
     assert answers == [] and resolver.fetches == [] and store.asked == 3
@@ -312,19 +315,12 @@ def test_another_member_fetching_means_waiting_for_its_policy_not_fetching(tmp_p
     other.close()
     clock.advance(0.2)
     assert answers == [ENFORCE] and resolver.fetches == []
-    store.close()
 
 
-def test_a_member_that_never_finishes_does_not_stop_us(tmp_path):
-    clock = Clock()
-    clock.advance(START)
-    store, service = fleet_service(tmp_path, clock)
-    resolver = service._resolver
-    answers = results([service.lookup("postfix", "example.com")])
-    resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+def test_a_member_that_never_finishes_does_not_stop_us(fleet):
+    clock, _, resolver, answers = fleet
     for _ in range(40):
         clock.advance(1)                                    # http_timeout_s + slack, then we fetch anyway
     assert len(resolver.fetches) == 1
     resolver.fetches[0][1].callback(POLICY)
     assert answers == [ENFORCE]
-    store.close()

@@ -255,18 +255,25 @@ def proc_usage(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
+def child_pids(pid: int) -> list[int]:
+    """The children of ``pid`` (the daemon's: its resolver processes), from /proc; [] once it is gone."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found += [int(child) for child in children.read().split()]
+    except FileNotFoundError:
+        pass
+    return found
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants, from /proc."""
     found, pending = [], [pid]
     while pending:
         member = pending.pop()
         found.append(member)
-        try:
-            for task in os.listdir(f"/proc/{member}/task"):
-                with open(f"/proc/{member}/task/{task}/children") as children:
-                    pending.extend(int(child) for child in children.read().split())
-        except FileNotFoundError:
-            continue
+        pending.extend(child_pids(member))
     return found
 
 
