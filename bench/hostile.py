@@ -17,7 +17,7 @@ cached domain on its own connection, and prints one table:
   never; a hostile policy host's own domain gets "no policy", RFC 8461 §5).
 
 Nothing here asserts; the tests in tests/e2e/test_hostile_*.py do, with short
-limits.  usage: python bench/hostile.py [--http-timeout S] [--per-host N] [--pin]
+limits.  usage: python bench/hostile.py [--http-timeout S] [--per-host N] [--pin] [--only TEXT]
 
 --pin separates the daemon from the rig on a 2-core machine: the daemon's
 event loop and the well-behaved client on CPU 0; the test world, the
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--per-host", type=int, default=PER_HOST_CASE,
                         help="domains on the hostile host fetched at once per case (default 1: one hostile host)")
     parser.add_argument("--pin", action="store_true", help="the daemon's loop on CPU 0, everything else on CPU 1")
+    parser.add_argument("--only", default="", metavar="TEXT", help="run only the cases whose name contains TEXT")
     args = parser.parse_args()
     global PINNED
     PINNED = args.pin
@@ -227,6 +228,10 @@ enabled = false
         idle_p99 *= 1000
         settle = args.http_timeout + 1
 
+        def run(name: str, case) -> None:
+            if args.only in name:
+                rows.append(measure(name, daemon, expected, case, settle))
+
         def tcp_ask(key: bytes) -> bytes:
             with socket.create_connection(("127.0.0.1", daemon.socketmap_port), timeout=60) as sock:
                 sock.sendall(netstring(b"postfix " + key))
@@ -244,7 +249,7 @@ enabled = false
                     thread.join()
                 kinds = sorted({a.split(b" ")[0].decode() for a in answers})
                 return f"{per_host} x " + "/".join(kinds), False   # the host's own fault, not a local limit
-            rows.append(measure(f"policy host: {case} (x{per_host})", daemon, expected, host_case, settle))
+            run(f"policy host: {case} (x{per_host})", host_case)
 
         def slowloris():
             sock = socket.create_connection(("127.0.0.1", daemon.socketmap_port))
@@ -263,7 +268,7 @@ enabled = false
             finally:
                 sock.close()
             return "still open", False
-        rows.append(measure("client: slowloris, 1 byte / 2 s", daemon, expected, slowloris, settle))
+        run("client: slowloris, 1 byte / 2 s", slowloris)
 
         def flood():
             held, refused = [], 0
@@ -284,7 +289,7 @@ enabled = false
                 for sock in held:
                     sock.close()
             return f"{len(held) - refused} held, {refused} closed at once", False
-        rows.append(measure("client: 1100 idle connections", daemon, expected, flood, settle))
+        run("client: 1100 idle connections", flood)
 
         def no_reading():
             sock = socket.create_connection(("127.0.0.1", daemon.socketmap_port))
@@ -298,7 +303,7 @@ enabled = false
             finally:
                 sock.close()
             return f"read all {sent / MB:.0f} MB", False
-        rows.append(measure("client: pipelines, never reads", daemon, expected, no_reading, settle))
+        run("client: pipelines, never reads", no_reading)
 
         def cold_pipeline(first: int, count: int, connections: int):
             def one(keys: list[bytes], out: list[bytes]) -> None:
@@ -315,10 +320,8 @@ enabled = false
             answers = [a for out in outs for a in out]
             kinds = {kind: sum(a.startswith(kind.encode()) for a in answers) for kind in ("OK", "TEMP", "NOTFOUND")}
             return ", ".join(f"{n} {k}" for k, n in kinds.items() if n), kinds["NOTFOUND"] > 0
-        rows.append(measure("client: 200 cold names, 1 connection", daemon, expected,
-                            lambda: cold_pipeline(0, 200, 1), settle))
-        rows.append(measure("client: 400 cold names, 8 connections", daemon, expected,
-                            lambda: cold_pipeline(200, 400, 8), settle))
+        run("client: 200 cold names, 1 connection", lambda: cold_pipeline(0, 200, 1))
+        run("client: 400 cold names, 8 connections", lambda: cold_pipeline(200, 400, 8))
 
     print(f"idle p99 of the well-behaved client: {idle_p99:.2f} ms; target during a case: "
           f"<= {2 * idle_p99 + 1:.2f} ms; fds back within {args.http_timeout + 1:g} s; RSS growth <= 64 MB")

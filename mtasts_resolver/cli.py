@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if inherited_fds() is None:  # the parent: start the workers, which run the lines below
             return WorkerPool(config, [sys.executable, "-m", "mtasts_resolver", *sys.argv[1:]]).run()
-    from twisted.internet import asyncioreactor
+    from mtasts_resolver.net.reactor import install_reactor
 
-    asyncioreactor.install()  # dnspython's asyncio resolver runs on the same loop
+    install_reactor()
     if args.command == "query":
         from mtasts_resolver.app.query import query_command
 

@@ -18,6 +18,10 @@ TEMP, never cached, so the limit is no downgrade; so is a resolution that
 failed with :class:`~mtasts_resolver.net.local.LocalFailure`) and the domains
 remembered without an MTA-STS policy (``mta_sts.max_negative_entries``,
 least recently used forgotten first; policies are kept, RFC 8461 §5.1).
+Resolutions begin and finish at most
+:data:`~mtasts_resolver.turns.RESOLUTIONS_PER_TURN` per event-loop turn
+(:class:`~mtasts_resolver.turns.TurnBudget`), so a flood of new names cannot
+hold the loop that answers cached ones.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from mtasts_resolver.policy.model import (
 from mtasts_resolver.policy.refresh import Plan, plan, refresh_at, settle
 from mtasts_resolver.singleflight import SingleFlight
 from mtasts_resolver.store import PolicyStore, StoreError
+from mtasts_resolver.turns import TurnBudget
 
 INTERNAL_ERROR = Answer(AnswerKind.TEMP, "internal error, see the mtasts-resolver log")
 #: Our own cap on cold resolutions was hit: defer, never NOTFOUND (a limit must not be a downgrade).
@@ -164,7 +169,8 @@ class PolicyService:
         # Domains held without an MTA-STS policy, least recently used first.
         self._negative: OrderedDict[str, None] = OrderedDict()
         self._flight: SingleFlight[Resolution] = SingleFlight()
-        self._running = 0   # resolutions in flight (distinct domains)
+        self._running = 0   # resolutions in flight (distinct domains), begun or waiting for their turn
+        self._turns = TurnBudget(clock)
         self._refresh_limit = DeferredSemaphore(settings.refresh_concurrency)
 
     # -- start-up -----------------------------------------------------------
@@ -269,7 +275,8 @@ class PolicyService:
     def _start(self, domain: str) -> Deferred[Resolution]:
         """Run one resolution, counted against ``max_concurrent_resolutions`` until it ends, however it ends."""
         self._running += 1
-        d = Deferred.fromCoroutine(self._resolve(domain))
+        d = self._turns.turn()
+        d.addCallback(lambda _: Deferred.fromCoroutine(self._resolve(domain)))
         d.addBoth(self._finished)
         return d
 
@@ -291,6 +298,9 @@ class PolicyService:
             except FirstError as exc:
                 exc.subFailure.raiseException()
         result = Resolution(domain, txt, step, fetched, policy, dane)
+        # Finishing costs the loop as much as beginning (the log line, the answers, each connection's next
+        # held request): one batch of store writes landing finished dozens at once.
+        await self._turns.turn()
         self._record(result, current, previous, self._clock.seconds())
         return result
 

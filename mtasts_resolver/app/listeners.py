@@ -7,6 +7,8 @@ before READY and before any thread pool exists, with the address named.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import resource
 import socket
 
@@ -68,8 +70,9 @@ FDS_PER_RESOLUTION = 4
 FDS_FIXED = 64
 
 
-def log_fd_budget(config: Config) -> None:
-    """Say at start how many file descriptors the caps can use, and warn if the process may not have them.
+def prepare_fd_budget(config: Config) -> None:
+    """Say at start how many file descriptors the caps can use, warn if the process may not have them, and
+    make room for them in the kernel's descriptor table now.
 
     Running out of descriptors makes every accept, DNS query and fetch fail at
     once; the caps (``daemon.max_connections``,
@@ -83,6 +86,28 @@ def log_fd_budget(config: Config) -> None:
           "{resolutions} resolutions x {per} + {fixed})", soft=soft, hard=hard, needed=needed,
           connections=config.daemon.max_connections, resolutions=config.mta_sts.max_concurrent_resolutions,
           per=FDS_PER_RESOLUTION, fixed=FDS_FIXED)
+    presize_descriptor_table(needed if soft == resource.RLIM_INFINITY else min(needed, soft))
+
+
+def presize_descriptor_table(count: int) -> None:
+    """Grow this process's descriptor table to ``count`` entries at start, not while accepting.
+
+    The kernel doubles the table when a new descriptor does not fit, and in a
+    process with threads (the store's, the spool's) each doubling waits for an
+    RCU grace period: accept(2) of the 129th, 257th, 513th and 1025th
+    connection each held the event loop for 5-15 ms (bench/hostile.py, 1,100
+    idle connections).  The table never shrinks, so one descriptor placed at
+    ``count - 1`` and closed again pays for all of it up front (16 KiB at
+    the default caps).  ``F_DUPFD`` takes the lowest free descriptor from
+    there, so nothing open is replaced.
+    """
+    probe = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.close(fcntl.fcntl(probe, fcntl.F_DUPFD_CLOEXEC, count - 1))
+    except OSError as exc:   # a limit below count: the accepts just grow it later, as they always did
+        log.debug("descriptor table not presized to {count}: {error}", count=count, error=exc)
+    finally:
+        os.close(probe)
 
 
 def finished_within(reactor, work: Deferred, timeout_s: float) -> Deferred[bool]:

@@ -93,9 +93,9 @@ def _error(failure: Failure) -> tuple[bool, str]:
 
 
 def main() -> int:
-    from twisted.internet import asyncioreactor
+    from mtasts_resolver.net.reactor import install_reactor
 
-    asyncioreactor.install()   # dnspython's asyncio resolver runs on the same loop, as in the daemon
+    install_reactor()   # as in the daemon
     from twisted.internet import reactor
 
     for ignored in (signal.SIGTERM, signal.SIGINT):

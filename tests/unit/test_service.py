@@ -19,6 +19,7 @@ from mtasts_resolver.policy.model import CachedPolicy, FailureType, NoStsTxt, St
 from mtasts_resolver.policy.sts import parse_policy
 from mtasts_resolver.service import BUSY, RESOLUTIONS_LIMIT, PolicyService
 from mtasts_resolver.store.sqlite import SqliteStore
+from mtasts_resolver.turns import RESOLUTIONS_PER_TURN
 from tests.unit.helpers import ENFORCE, POLICY, START, ScriptedResolver, results
 
 
@@ -213,9 +214,11 @@ def test_negative_entries_are_bounded_least_recently_used_first(tmp_path):
     resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
     resolver.fetches[0][1].callback(POLICY)
     for name in ("a.example", "b.example", "c.example"):
+        clock.advance(0)   # each in a turn of its own: a turn begins and finishes a few resolutions (turns.py)
         service.lookup("postfix", name)
         resolver.discovers[-1][1].callback(NoStsTxt("no _mta-sts TXT record"))
     assert service.lookup("postfix", "a.example") == NOT_FOUND      # a is now the most recently used
+    clock.advance(0)
     service.lookup("postfix", "d.example")
     resolver.discovers[-1][1].callback(StsFailure(FailureType.FETCH_ERROR, "TXT lookup failed: timed out"))
     assert service.domains_cached == 4                              # the policy + 3 negative entries
@@ -324,3 +327,23 @@ def test_a_member_that_never_finishes_does_not_stop_us(fleet):
     assert len(resolver.fetches) == 1
     resolver.fetches[0][1].callback(POLICY)
     assert answers == [ENFORCE]
+
+
+def test_a_flood_of_new_names_begins_a_few_per_turn_while_cached_answers_go_on(tmp_path):
+    clock = Clock()
+    clock.advance(START)
+    resolver, _, service = limited(tmp_path, clock)
+    service.lookup("postfix", "example.com")
+    resolver.discovers[0][1].callback(StsTxt("1", "v=STSv1; id=1"))
+    resolver.fetches[0][1].callback(POLICY)
+    clock.advance(0)   # a new turn
+    waiting = [service.lookup("postfix", f"d{i}.example") for i in range(20)]
+    assert all(isinstance(d, Deferred) for d in waiting)
+    assert len(resolver.discovers) == 1 + RESOLUTIONS_PER_TURN    # the rest wait for the next turns
+    assert service.lookup("postfix", "example.com") == ENFORCE      # answered meanwhile, from memory
+    clock.advance(0)   # Clock runs every turn due at once
+    assert len(resolver.discovers) == 21
+    for _, discovered in resolver.discovers[1:]:
+        discovered.callback(NoStsTxt("no _mta-sts TXT record"))
+    clock.advance(0)
+    assert [d.result for d in waiting] == [NOT_FOUND] * 20          # each finished, none dropped
