@@ -28,7 +28,6 @@ from mtasts_resolver.net.dane_resolver import mx_exchanges
 from mtasts_resolver.net.dns import DnsFailure
 from mtasts_resolver.net.network import Network
 from mtasts_resolver.policy import dane
-from mtasts_resolver.policy.dane import TlsaRecord
 from mtasts_resolver.policy.model import CachedPolicy, NoStsTxt, StsTxt
 from mtasts_resolver.store import ReportStore
 from mtasts_resolver.tlsrpt.model import CountKind
@@ -109,8 +108,7 @@ class Auditor:
             answer = await self.network.dns.query(name, "TLSA")
         except DnsFailure as exc:
             return TlsaAnswer(name, error=str(exc))
-        records = tuple(TlsaRecord(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in answer.records)
-        return TlsaAnswer(name, records, answer.secure)
+        return TlsaAnswer(name, answer.records, answer.secure)
 
 
 def spool_facts(store: ReportStore, domain: str) -> Spool:

@@ -40,7 +40,6 @@ from mtasts_resolver.policy.dane import (
     HostResult,
     HostStatus,
     Lookup,
-    TlsaRecord,
 )
 
 
@@ -142,7 +141,7 @@ class DaneWalk:
                 lookups.append(_failed(name, "TLSA", exc))
                 return HostResult(host, HostStatus.FAILED, f"TLSA lookup failed: {exc}", tuple(lookups),
                                   tlsa_base=base, ttl=ttl)
-            records = tuple(TlsaRecord(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in tlsa.records)
+            records = tlsa.records
             lookups.append(_lookup(name, "TLSA", tlsa, [str(r) for r in records]))
             ttl = dane.min_ttl([ttl, tlsa.ttl])
             if not tlsa.secure:
@@ -158,7 +157,7 @@ class DaneWalk:
 
 def mx_exchanges(mx: RRAnswer) -> list[tuple[int, str]]:
     """(preference, host) of each MX record, the host lower case without its final dot ("." for a null MX)."""
-    return [(r.preference, r.exchange.to_text(omit_final_dot=True).lower() or ".") for r in mx.records]
+    return [(r.preference, r.exchange) for r in mx.records]
 
 
 def _lookup(name: str, rdtype: str, answer: RRAnswer, records: list[str]) -> Lookup:

@@ -1,79 +1,56 @@
-"""DNS lookups with dnspython's asyncio resolver, bridged to Twisted Deferreds.
+"""DNS lookups on the reactor: UDP (TCP when truncated) to the configured recursive resolver(s).
 
-The daemon runs Twisted on the asyncio reactor, so dnspython's
-``dns.asyncresolver`` does the queries (retries, TCP fallback on truncation,
-EDNS) and this module only turns its answers and exceptions into the small
-typed results the resolvers need.  dnspython's own cache stays off: the
-policy cache decides how long anything is kept.
+Each query goes out on a socket of its own (a fresh source port and a random
+ID, RFC 5452) to the first nameserver, then the next, retried until
+``dns.timeout_s``; a server's SERVFAIL or refusal moves on to the next, and
+when every server has failed the answer is unknown (:class:`DnsFailure`).
+Messages are written and read by :mod:`mtasts_resolver.net.dns_wire`
+(Twisted's DNS codec); nothing is cached here: the policy cache decides
+how long anything is kept.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import dns.asyncresolver
-import dns.exception
-import dns.flags
-import dns.immutable
-import dns.message
-import dns.name
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
 import dns.resolver
-import dns.ttl
+from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IHostResolution,
     IResolutionReceiver,
 )
+from twisted.internet.protocol import DatagramProtocol
+from twisted.protocols.basic import Int16StringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mtasts_resolver.net.dns_wire import (
+    BadAnswer,
+    NotTheAnswer,
+    ServerFailed,
+    Truncated,
+    query_message,
+    query_name,
+    rdtype_number,
+    read_response,
+)
 from mtasts_resolver.net.local import LocalFailure, exhaustion
 
-EDNS_PAYLOAD_BYTES = 1232  # DNS flag day 2020: avoids IP fragmentation
-
-
-def _keep_misfit_tlsa_records() -> None:
-    """Parse TLSA records whose data length does not suit their matching type.
-
-    RFC 7672 §3.1 makes such a record merely unusable: the other records of
-    its RRset still count, and an RRset of only such records still means
-    "DANE present, no usable record" (mandatory TLS).  dnspython ≥ 2.8
-    rejects the record, which fails the whole answer (a needless TEMP), or,
-    when errors are skipped, hides it (a downgrade).  So TLSA rdata is read
-    by a subclass without that check, and
-    :func:`mtasts_resolver.policy.dane.tlsa_problem` judges the length.
-    """
-    base = dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.TLSA)
-
-    @dns.immutable.immutable
-    class TLSA(base):  # type: ignore[valid-type,misc]
-        def __init__(self, rdclass, rdtype, usage, selector, mtype, cert):  # noqa: ANN001
-            dns.rdata.Rdata.__init__(self, rdclass, rdtype)
-            self.usage = self._as_uint8(usage)
-            self.selector = self._as_uint8(selector)
-            self.mtype = self._as_uint8(mtype)
-            self.cert = self._as_bytes(cert)
-
-    for rdclass in (dns.rdataclass.IN, dns.rdataclass.ANY):
-        dns.rdata._rdata_classes[(rdclass, dns.rdatatype.TLSA)] = TLSA  # no public way to replace a type
-
-
-_keep_misfit_tlsa_records()
+TRY_TIMEOUT_S = 2.0   # one server's turn: lost UDP is retried quickly, within dns.timeout_s
 
 
 class DnsFailure(Exception):
     """The answer is unknown (SERVFAIL, timeout, refused): not the same as 'no record'."""
 
 
-def _local(name: str, rdtype: str, exc: OSError) -> LocalFailure:
+def _local(name: str, rdtype: str, exc: BaseException) -> LocalFailure:
     return LocalFailure(f"{name}/{rdtype}: no socket for the query: {exc}")
 
 
@@ -81,6 +58,8 @@ def _local(name: str, rdtype: str, exc: OSError) -> LocalFailure:
 class RRAnswer:
     """Records of one type at one name; empty when the name or type does not exist.
 
+    ``records`` are :mod:`~mtasts_resolver.net.dns_wire` records (Address,
+    Txt, Mx, Other) or :class:`~mtasts_resolver.policy.dane.TlsaRecord`.
     ``secure`` is the AD flag of the response: only meaningful when the
     configured resolver validates DNSSEC and is reached over a trusted path.
     A validating resolver sets it only when every RRset of the answer
@@ -103,6 +82,10 @@ class RRAnswer:
     cnames: tuple[tuple[str, str], ...] = ()
 
 
+class _Timeout(Exception):
+    """One server's turn passed without an answer."""
+
+
 class DnsClient:
     """Queries the configured recursive resolver(s).
 
@@ -113,57 +96,72 @@ class DnsClient:
     compares the count to tell our failure from the domain's.
     """
 
-    def __init__(self, nameservers: tuple[str, ...], port: int, timeout_s: float) -> None:
-        resolver = dns.asyncresolver.Resolver(configure=not nameservers)
-        if nameservers:
-            resolver.nameservers = list(nameservers)
-        resolver.port = port
-        resolver.lifetime = timeout_s
-        resolver.timeout = min(timeout_s, 2.0)  # per try: retry lost UDP quickly
-        # The AD bit in the query asks a validating resolver to report
-        # validation in the answer's AD flag (RFC 6840 §5.7).  Not the DO bit:
-        # it would add every RRSIG and NSEC record, which nothing here checks
-        # (trust is the resolver's AD flag) and which made parsing answers
-        # the largest cost of a cold lookup (py-spy: 40% of the daemon's CPU).
-        resolver.flags = dns.flags.RD | dns.flags.AD
-        resolver.use_edns(0, 0, EDNS_PAYLOAD_BYTES)
-        resolver.cache = None
-        self._resolver = resolver
+    def __init__(self, nameservers: tuple[str, ...], port: int, timeout_s: float, reactor=None) -> None:
+        """No ``nameservers``: those of /etc/resolv.conf (read by dnspython). ``reactor`` None: Twisted's."""
+        self._nameservers = list(nameservers) or list(dns.resolver.Resolver(configure=True).nameservers)
+        self._port = port
+        self._timeout_s = timeout_s
+        self._reactor = reactor
         self.exhaustions = 0
 
     @property
     def nameservers(self) -> list[str]:
-        return [str(ns) for ns in self._resolver.nameservers]
+        return list(self._nameservers)
 
     def query(self, name: str, rdtype: str) -> Deferred[RRAnswer]:
         """Look up ``name``/``rdtype``; fails with :class:`DnsFailure` if the answer is unknown."""
-        return _deferred(self._query(name, rdtype))
+        return Deferred.fromCoroutine(self._query(name, rdtype))
 
     async def _query(self, name: str, rdtype: str) -> RRAnswer:
-        qname = dns.name.from_text(name)  # absolute: no search-list expansion
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
         try:
-            answer = await self._resolver.resolve(qname, rdtype, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN as exc:
-            response = exc.response(exc.qnames()[0]) if exc.qnames() else None
-            if response is None:
-                return RRAnswer((), False, 0, nxdomain=True, canonical_name=_text(qname))
-            secure = bool(response.flags & dns.flags.AD)
-            return _from_chain(_chaining(response), (), secure, nxdomain=True)
-        except dns.resolver.NoNameservers as exc:
-            raise DnsFailure(f"{name}/{rdtype}: no server answered (SERVFAIL or refused)") from exc
-        except dns.exception.Timeout as exc:
-            raise DnsFailure(f"{name}/{rdtype}: timed out") from exc
-        except dns.exception.DNSException as exc:
-            raise DnsFailure(f"{name}/{rdtype}: {exc}") from exc
-        except OSError as exc:
-            if exhaustion(exc) is None:
-                raise
-            self.exhaustions += 1
-            raise _local(name, rdtype, exc) from exc
-        secure = bool(answer.response.flags & dns.flags.AD)
-        records = tuple(answer.rrset) if answer.rrset is not None else ()
-        # dnspython's Answer has followed the chain already (dnspython >= 2.1): not twice per answer.
-        return _from_chain(answer.chaining_result, records, secure, nxdomain=False)
+            qname, qtype = query_name(name), rdtype_number(rdtype)
+        except (UnicodeEncodeError, ValueError) as exc:
+            raise DnsFailure(f"{name}/{rdtype}: {exc}") from None
+        deadline = reactor.seconds() + self._timeout_s
+        servers = list(self._nameservers)
+        index = 0
+        while servers:
+            left = deadline - reactor.seconds()
+            if left <= 0:
+                raise DnsFailure(f"{name}/{rdtype}: timed out")
+            server = servers[index % len(servers)]
+            qid = secrets.randbelow(65536)
+            wire = query_message(qid, qname, qtype)
+            check = lambda data: read_response(data, qid, qname, qtype)  # noqa: E731
+            try:
+                try:
+                    response = await _exchange(reactor, _UdpExchange, server, self._port, wire, check,
+                                               min(TRY_TIMEOUT_S, left))
+                except Truncated:
+                    response = await _exchange(reactor, _TcpExchange, server, self._port, wire, check,
+                                               max(0.1, deadline - reactor.seconds()))
+            except _Timeout:
+                index += 1
+                continue
+            except (ServerFailed, error.ConnectionRefusedError, error.ConnectError) as exc:
+                if isinstance(exc, error.ConnectError) and (local := exhaustion(exc)) is not None:
+                    self.exhaustions += 1
+                    raise _local(name, rdtype, local) from None
+                servers.remove(server)
+                continue
+            except BadAnswer as exc:
+                raise DnsFailure(f"{name}/{rdtype}: {exc}") from None
+            except error.CannotListenError as exc:
+                if exhaustion(exc.socketError) is None:
+                    raise
+                self.exhaustions += 1
+                raise _local(name, rdtype, exc.socketError) from None
+            except OSError as exc:
+                if exhaustion(exc) is None:
+                    raise
+                self.exhaustions += 1
+                raise _local(name, rdtype, exc) from None
+            return RRAnswer(response.records, response.secure, response.ttl, response.nxdomain,
+                            response.canonical_name, response.cnames)
+        raise DnsFailure(f"{name}/{rdtype}: no server answered (SERVFAIL or refused)")
 
     async def txt(self, name: str) -> list[str]:
         """TXT records at ``name``, each with its character-strings joined (RFC 7208 §3.3 style)."""
@@ -193,30 +191,105 @@ class DnsClient:
         return found
 
 
-def _text(name: dns.name.Name) -> str:
-    return name.to_text(omit_final_dot=True).lower() or "."
+def _exchange(reactor, kind, server: str, port: int, wire: bytes, check: Callable, timeout_s: float) -> Deferred:
+    """Send ``wire`` to ``server`` by ``kind`` and fire with the first reply ``check`` accepts, or _Timeout.
+
+    The socket is closed the moment the exchange ends, however it ends.
+    """
+    done: Deferred = Deferred()
+    exchange = kind(done, wire, check)
+    timer = reactor.callLater(timeout_s, lambda: done.called or done.errback(_Timeout()))
+
+    def ended(result):
+        if timer.active():
+            timer.cancel()
+        exchange.close()
+        return result
+
+    done.addBoth(ended)
+    exchange.start(reactor, server, port)
+    return done
 
 
-def _chaining(response: dns.message.Message) -> dns.message.ChainingResult | None:
-    try:
-        return response.resolve_chaining()
-    except dns.exception.DNSException:  # chain too long, or NXDOMAIN with an answer
-        return None
+class _UdpExchange(DatagramProtocol):
+    """One query over UDP, on a connected socket of its own (replies from elsewhere never arrive)."""
+
+    def __init__(self, done: Deferred, wire: bytes, check: Callable) -> None:
+        self._done, self._wire, self._check = done, wire, check
+        self._address: tuple[str, int] | None = None
+        self._closed = False
+
+    def start(self, reactor, server: str, port: int) -> None:
+        self._address = (server, port)
+        try:
+            # Listening starts the protocol, which sends the query: it may have ended by the time this returns.
+            reactor.listenUDP(0, self, interface="::" if ":" in server else "")
+        except error.CannotListenError as exc:
+            self._done.errback(exc)
+            return
+        if self._done.called:
+            self.close()
+
+    def startProtocol(self) -> None:
+        try:
+            self.transport.connect(*self._address)
+            self.transport.write(self._wire)
+        except OSError as exc:
+            self._done.called or self._done.errback(exc)
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        if self._done.called:
+            return
+        try:
+            response = self._check(data)
+        except NotTheAnswer:
+            return   # not ours (or unreadable): keep waiting for the real one until the timeout
+        except Exception as exc:   # noqa: BLE001 - Truncated, ServerFailed, BadAnswer: the caller decides
+            self._done.errback(exc)
+            return
+        self._done.callback(response)
+
+    def connectionRefused(self) -> None:
+        self._done.called or self._done.errback(error.ConnectionRefusedError())
+
+    def close(self) -> None:
+        if self.transport is not None and not self._closed:
+            self._closed = True
+            self.transport.stopListening()
 
 
-def _from_chain(chain: dns.message.ChainingResult | None, records: tuple[Any, ...], secure: bool, *,
-                nxdomain: bool) -> RRAnswer:
-    """An RRAnswer with the CNAME chain, canonical name and TTL of a response's ``chain`` (None: unknown)."""
-    if chain is None:
-        return RRAnswer(records, secure, 0, nxdomain=nxdomain)
-    links = tuple((_text(rrset.name), _text(rrset[0].target)) for rrset in chain.cnames)
-    ttl = chain.minimum_ttl if chain.minimum_ttl < dns.ttl.MAX_TTL else 0
-    return RRAnswer(records, secure, int(ttl), nxdomain=nxdomain,
-                    canonical_name=_text(chain.canonical_name), cnames=links)
+class _TcpExchange(Int16StringReceiver):
+    """One query over TCP (RFC 7766: two-octet length, then the message)."""
 
+    def __init__(self, done: Deferred, wire: bytes, check: Callable) -> None:
+        self._done, self._wire, self._check = done, wire, check
+        self._connecting: Deferred | None = None
 
-def _deferred(coro: Coroutine[Any, Any, Any]) -> Deferred:
-    return Deferred.fromFuture(asyncio.ensure_future(coro))
+    def start(self, reactor, server: str, port: int) -> None:
+        endpoint = (TCP6ClientEndpoint if ":" in server else TCP4ClientEndpoint)(reactor, server, port)
+        self._connecting = connectProtocol(endpoint, self)
+        self._connecting.addErrback(lambda failure: self._done.called or self._done.errback(failure))
+
+    def connectionMade(self) -> None:
+        self.sendString(self._wire)
+
+    def stringReceived(self, data: bytes) -> None:
+        if self._done.called:
+            return
+        try:
+            response = self._check(data)
+        except NotTheAnswer:
+            return
+        except Exception as exc:   # noqa: BLE001 - as over UDP
+            self._done.errback(exc)
+            return
+        self._done.callback(response)
+
+    def close(self) -> None:
+        if self._connecting is not None and not self._connecting.called:
+            self._connecting.cancel()
+        if self.transport is not None:
+            self.transport.abortConnection()
 
 
 @implementer(IHostnameResolver)

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -19,13 +16,23 @@ from twisted.internet.task import Clock
 from mtasts_resolver.config import DaneConfig
 from mtasts_resolver.net.dane_resolver import DaneWalk
 from mtasts_resolver.net.dns import DnsFailure, RRAnswer
-from mtasts_resolver.policy.dane import DaneOutcome, HostStatus
+from mtasts_resolver.net.dns_wire import Address, Mx
+from mtasts_resolver.policy.dane import DaneOutcome, HostStatus, TlsaRecord
 
 DIGEST = hashlib.sha256(b"key").hexdigest()
 
 
 def rr(rdtype: str, *texts: str) -> tuple:
-    return tuple(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), t) for t in texts)
+    """Records as DnsClient returns them, from their presentation form ("10 mx.example.", "3 1 1 ab12")."""
+    def one(text: str):
+        if rdtype in ("A", "AAAA"):
+            return Address(text)
+        if rdtype == "MX":
+            preference, host = text.split()
+            return Mx(int(preference), host.rstrip(".").lower() or ".")
+        usage, selector, mtype, data = text.split(maxsplit=3)
+        return TlsaRecord(int(usage), int(selector), int(mtype), bytes.fromhex(data.replace(" ", "")))
+    return tuple(one(text) for text in texts)
 
 
 def ok(rdtype: str, *texts: str, secure: bool = True, ttl: int = 300, canonical: str = "",
