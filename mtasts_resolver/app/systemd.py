@@ -26,12 +26,27 @@ def dane_status(dane_enabled: bool, probe: ValidationProbe | None) -> str:
     return f"DANE DISABLED: {probe.status}"
 
 
+def notifier() -> sdnotify.SystemdNotifier:
+    """sdnotify's notifier on a non-blocking socket: a message systemd cannot take is dropped, not waited for.
+
+    sdnotify's socket blocks, so a notify socket whose buffer is full (a
+    supervisor that stopped reading) held the event loop in ``sendall`` for
+    good: no lookup answered, and no watchdog ping either.  A dropped
+    STATUS or WATCHDOG is the lesser harm (sdnotify already drops what
+    fails: no NOTIFY_SOCKET, a supervisor gone).
+    """
+    notify = sdnotify.SystemdNotifier()
+    if notify.socket is not None:
+        notify.socket.setblocking(False)
+    return notify
+
+
 class Supervisor:
     """Tells systemd how the daemon is doing; ``counts()`` gives the live part of STATUS=."""
 
     def __init__(self, reactor, counts: Callable[[], str], dane_enabled: bool,
                  probe: ValidationProbe | None) -> None:
-        self._notifier = sdnotify.SystemdNotifier()
+        self._notifier = notifier()
         self._reactor = reactor
         self._counts = counts
         self._dane_enabled = dane_enabled

@@ -25,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import sdnotify
-
 from mtasts_resolver.app.exits import EX_CONFIG, EX_SOFTWARE, EX_UNAVAILABLE
 from mtasts_resolver.app.preflight import problems
+from mtasts_resolver.app.systemd import notifier
 from mtasts_resolver.config import Config
 from mtasts_resolver.net.sockets import UnknownOwner, stream_listener
 
@@ -56,7 +55,7 @@ class WorkerPool:
     def __init__(self, config: Config, argv: list[str]) -> None:
         self._config = config
         self._argv = argv
-        self._notifier = sdnotify.SystemdNotifier()
+        self._notifier = notifier()
         self._workers: list[subprocess.Popen] = []
         self._stopping = False
 

@@ -29,3 +29,26 @@ def test_dane_status(enabled, probe, expected):
 ])
 def test_watchdog_interval_is_half_of_watchdog_usec(environ, interval_s):
     assert watchdog_interval_s(environ) == interval_s
+
+
+def test_a_notify_socket_nobody_reads_drops_messages_instead_of_blocking(tmp_path, monkeypatch):
+    """sdnotify's own socket blocks: with the supervisor's buffer full, notify() would never return."""
+    import socket
+    import time
+
+    from mtasts_resolver.app.systemd import notifier
+
+    path = tmp_path / "notify"
+    supervisor = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    supervisor.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    supervisor.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        notify = notifier()
+        started = time.monotonic()
+        for _ in range(5000):   # far more than the buffer holds; nobody reads
+            notify.notify("WATCHDOG=1\nSTATUS=" + "x" * 200)
+        assert time.monotonic() - started < 2
+        assert supervisor.recv(4096).startswith(b"WATCHDOG=1")   # what fitted was delivered
+    finally:
+        supervisor.close()
