@@ -8,6 +8,8 @@ the world's non-validating unbound and must give no DANE answer, loudly.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from tests.world.daemon import DaemonProcess, run_cli
@@ -65,6 +67,11 @@ def zones(pki) -> list[Zone]:
         Zone("dane-sts.test", ["@ IN MX 10 mx1", f"mx1 IN A {NET}.18",
                                f"_25._tcp.mx1 IN TLSA {ee('mx1.dane-sts.test')}", *sts]),
         Zone("dane-sts-notlsa.test", ["@ IN MX 10 mx1", f"mx1 IN A {NET}.19", *sts]),
+        # 41 TLSA records (~2 KB): the answer does not fit in the 1232 octets of EDNS over UDP
+        Zone("dane-bigtlsa.test", ["@ IN MX 10 mx1", f"mx1 IN A {NET}.20",
+                                   f"_25._tcp.mx1 IN TLSA {ee('mx1.dane-bigtlsa.test')}",
+                                   *[f"_25._tcp.mx1 IN TLSA 3 1 1 {hashlib.sha256(bytes([i])).hexdigest()}"
+                                     for i in range(40)]]),
     ]
 
 
@@ -91,6 +98,7 @@ EXPECTED: dict[str, str | None] = {
     "dane-insecure-mx.test": None,               # unsigned domain: insecure MX RRset
     "dane-sts.test": "dane-only",                # DANE and MTA-STS: DANE wins (RFC 8461 §2)
     "dane-sts-notlsa.test": SECURE_STS,          # DANE proven absent: MTA-STS applies
+    "dane-bigtlsa.test": "dane-only",            # truncated over UDP, asked again over TCP
 }
 
 
