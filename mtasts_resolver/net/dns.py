@@ -14,8 +14,6 @@ from __future__ import annotations
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import dns.resolver
 from twisted.internet import error
@@ -35,6 +33,7 @@ from zope.interface import implementer
 from mtasts_resolver.net.dns_wire import (
     BadAnswer,
     NotTheAnswer,
+    RRAnswer,
     ServerFailed,
     Truncated,
     query_message,
@@ -53,34 +52,6 @@ class DnsFailure(Exception):
 
 def _local(name: str, rdtype: str, exc: BaseException) -> LocalFailure:
     return LocalFailure(f"{name}/{rdtype}: no socket for the query: {exc}")
-
-
-@dataclass(frozen=True, slots=True)
-class RRAnswer:
-    """Records of one type at one name; empty when the name or type does not exist.
-
-    ``records`` are :mod:`~mtasts_resolver.net.dns_wire` records (Address,
-    Txt, Mx, Other) or :class:`~mtasts_resolver.policy.dane.TlsaRecord`.
-    ``secure`` is the AD flag of the response: only meaningful when the
-    configured resolver validates DNSSEC and is reached over a trusted path.
-    A validating resolver sets it only when every RRset of the answer
-    (CNAMEs included) and, for an empty answer, the proof of non-existence
-    validated.
-
-    ``ttl`` is the smallest TTL of the answer and its CNAME chain; for an
-    empty answer it is the negative-caching TTL (RFC 2308 §5: SOA TTL and
-    MINIMUM), 0 when unknown.  ``cnames`` lists the ``(alias, target)`` links
-    followed from the query name, and ``canonical_name`` is where they end
-    (both absolute, lower case, without the trailing dot); ``nxdomain``
-    tells "no such name" apart from "no record of this type".
-    """
-
-    records: tuple[Any, ...]
-    secure: bool
-    ttl: int
-    nxdomain: bool = False
-    canonical_name: str = ""
-    cnames: tuple[tuple[str, str], ...] = ()
 
 
 class _Timeout(Exception):
@@ -156,8 +127,7 @@ class DnsClient:
                     continue
                 self.exhaustions += 1
                 raise _local(name, rdtype, exc) from None
-            return RRAnswer(response.records, response.secure, response.ttl, response.nxdomain,
-                            response.canonical_name, response.cnames)
+            return response
         raise DnsFailure(f"{name}/{rdtype}: no server answered (SERVFAIL or refused)")
 
     async def txt(self, name: str) -> list[str]:
