@@ -166,3 +166,24 @@ def test_sigterm_to_everyone_at_once_still_drains_through_the_child_pids(daemon)
     for child in resolvers:
         assert gone(child, 10)
     assert "Unhandled" not in daemon.log_tail(200) and "ReactorNotRunning" not in daemon.log_tail(200)
+
+
+def test_a_resolver_process_that_cannot_start_stops_the_start_loudly(dns_world, pki, tmp_path):
+    """No child, no resolution: the daemon must not answer READY and serve TEMP for ever; it exits 70 saying why."""
+    site = tmp_path / "site"
+    site.mkdir()
+    # Python imports sitecustomize at start-up in every process on the path: only the child gives up.
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        "if 'mtasts_resolver.offload.child' in sys.orig_argv:\n"
+        "    raise SystemExit('resolver process sabotaged by the test')\n")
+    proc = DaemonProcess(tmp_path / "daemon", world_config(dns_world, pki))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="not ready"):
+        proc.start(extra_env={"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                             str(site)])})
+    assert proc.proc.wait(timeout=10) == 70 and time.monotonic() - started < 15
+    log = proc.log_tail(200)
+    assert "resolver process sabotaged by the test" in log
+    assert "cannot start the resolver processes: resolver process" in log and "ended at start-up" in log
+    assert not any("READY=1" in n for n in proc.notifications)
