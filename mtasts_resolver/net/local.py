@@ -28,7 +28,7 @@ def exhaustion(problem: BaseException | Failure) -> BaseException | None:
 
     Twisted hands a failed connect over as ``ConnectError(osError=errno)``
     and a failed HTTP request as ``ResponseFailed``/``RequestNotSent`` with
-    the real failures in ``reasons``; dnspython lets ``OSError`` through.
+    the real failures in ``reasons``; a DNS query's socket that cannot be made is an ``OSError``.
     """
     pending: list[BaseException] = [problem.value if isinstance(problem, Failure) else problem]
     seen: set[int] = set()

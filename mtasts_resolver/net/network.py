@@ -21,7 +21,7 @@ from mtasts_resolver.policy.model import NoStsTxt, StsFailure, StsPolicy, StsTxt
 
 def dns_on_reactor(config: Config, reactor) -> DnsClient:
     """The DNS client of ``config``, also installed as the reactor's name resolver."""
-    dns = DnsClient(config.dns.nameservers, config.dns.port, config.dns.timeout_s)
+    dns = DnsClient(config.dns.nameservers, config.dns.port, config.dns.timeout_s, reactor)
     reactor.installNameResolver(ConfiguredResolver(dns))
     return dns
 
