@@ -113,20 +113,14 @@ class DnsClient:
             except _Timeout:
                 index += 1
                 continue
-            except (ServerFailed, error.ConnectionRefusedError, error.ConnectError) as exc:
-                if isinstance(exc, error.ConnectError) and (local := exhaustion(exc)) is not None:
-                    self.exhaustions += 1
-                    raise _local(name, rdtype, local) from None
-                servers.remove(server)
-                continue
             except BadAnswer as exc:
                 raise DnsFailure(f"{name}/{rdtype}: {exc}") from None
-            except OSError as exc:
-                if exhaustion(exc) is None:   # unreachable, say: that server cannot be asked
-                    servers.remove(server)
-                    continue
-                self.exhaustions += 1
-                raise _local(name, rdtype, exc) from None
+            except (ServerFailed, Truncated, error.ConnectError, OSError) as exc:   # Truncated: over TCP too
+                if (local := exhaustion(exc)) is not None:
+                    self.exhaustions += 1
+                    raise _local(name, rdtype, local) from None
+                servers.remove(server)   # it cannot answer: SERVFAIL, refused, unreachable
+                continue
             return response
         raise DnsFailure(f"{name}/{rdtype}: no server answered (SERVFAIL or refused)")
 
@@ -178,6 +172,23 @@ def _exchange(reactor, kind, server: str, port: int, wire: bytes, check: Callabl
     return done
 
 
+def _answered(done: Deferred, check: Callable, data: bytes) -> bool:
+    """Fire ``done`` with what ``check`` makes of a reply (or its error); False for a reply that is not ours.
+
+    Not ours (another ID or question, unreadable): keep waiting for the real
+    one until the timeout.  Truncated, ServerFailed, BadAnswer: the caller decides.
+    """
+    try:
+        response = check(data)
+    except NotTheAnswer:
+        return False
+    except Exception as exc:   # noqa: BLE001 - each of dns_wire's errors means something to the caller
+        done.errback(exc)
+        return True
+    done.callback(response)
+    return True
+
+
 @implementer(IReadDescriptor)
 class _UdpExchange:
     """One query over UDP, on a connected socket of its own (replies from elsewhere never arrive).
@@ -207,10 +218,9 @@ class _UdpExchange:
             sock.setblocking(False)
             sock.connect((server, port))   # the kernel picks a fresh source port (RFC 5452)
             sock.send(self._wire)
-        except ConnectionRefusedError:
-            self._done.errback(error.ConnectionRefusedError())
+        except OSError as exc:   # ECONNREFUSED among them: nothing listens there
+            self._done.errback(exc)
             return
-        except OSError as exc:
             self._done.errback(exc)
             return
         reactor.addReader(self)
@@ -229,21 +239,11 @@ class _UdpExchange:
                 data = self._socket.recv(65535)
             except BlockingIOError:
                 return
-            except ConnectionRefusedError:   # ICMP port unreachable: nothing listens there
-                self._done.errback(error.ConnectionRefusedError())
-                return
-            except OSError as exc:
+            except OSError as exc:   # ECONNREFUSED (ICMP port unreachable) among them
                 self._done.errback(exc)
                 return
-            try:
-                response = self._check(data)
-            except NotTheAnswer:
-                continue   # not ours (or unreadable): keep waiting for the real one until the timeout
-            except Exception as exc:   # noqa: BLE001 - Truncated, ServerFailed, BadAnswer: the caller decides
-                self._done.errback(exc)
+            if _answered(self._done, self._check, data):
                 return
-            self._done.callback(response)
-            return
 
     def connectionLost(self, reason) -> None:
         """Called by the reactor only at its shutdown; :meth:`close` is the normal end."""
@@ -274,16 +274,8 @@ class _TcpExchange(Int16StringReceiver):
         self.sendString(self._wire)
 
     def stringReceived(self, data: bytes) -> None:
-        if self._done.called:
-            return
-        try:
-            response = self._check(data)
-        except NotTheAnswer:
-            return
-        except Exception as exc:   # noqa: BLE001 - as over UDP
-            self._done.errback(exc)
-            return
-        self._done.callback(response)
+        if not self._done.called:
+            _answered(self._done, self._check, data)
 
     def close(self) -> None:
         if self._connecting is not None and not self._connecting.called:
