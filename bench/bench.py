@@ -13,7 +13,6 @@ usage: python bench/bench.py [--seconds S] [--quick] [--reference-venv DIR]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -35,6 +34,7 @@ from tests.world.daemon import DaemonProcess, free_port  # noqa: E402
 from tests.world import DnsWorld, PolicyServer, Route, TestPKI  # noqa: E402
 from tests.world.fixtures import WORLD_ID  # noqa: E402
 from tests.world.hostile import proc_usage  # noqa: E402
+from rig import Rig  # noqa: E402
 
 POLICY_IP = f"127.60.{WORLD_ID}.1"
 REFERENCE = "postfix-mta-sts-resolver"
@@ -63,23 +63,6 @@ def policy_world(work: Path, stack: ExitStack, labels: list[str]) -> tuple[TestP
     server.start()
     stack.callback(server.stop)
     return pki, world, server
-
-
-class Rig:
-    """The C load generator and echo server, built once."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.loadgen = workdir / "loadgen"
-        self.echoserver = workdir / "echoserver"
-        for name, target in (("loadgen.c", self.loadgen), ("echoserver.c", self.echoserver)):
-            subprocess.run(["gcc", "-O2", "-o", str(target), str(REPO / "bench" / name)], check=True)
-
-    def load(self, port: int, protocol: str, keys_file: Path, connections: int, pipeline: int,
-             seconds: float) -> dict:
-        out = subprocess.run([str(self.loadgen), "127.0.0.1", str(port), protocol[0], str(connections),
-                              str(pipeline), str(seconds), str(keys_file), "postfix"],
-                             capture_output=True, text=True, check=True)
-        return json.loads(out.stdout)
 
 
 class Reference:

@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("TEST_WORLD_ID", "8")
 
-from bench import Rig, concurrent_clients, policy_world, socketmap_lookups
+from bench import concurrent_clients, policy_world, socketmap_lookups
+from rig import Rig
 from tests.world.daemon import DaemonProcess
 from tests.world.postgres import PostgresServer
 

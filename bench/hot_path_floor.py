@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rig import Rig  # noqa: E402
 DOMAINS = [f"hot{i}.test" for i in range(50)]
 
 
@@ -86,8 +86,7 @@ def main() -> None:
     except ImportError:
         loop_name = "asyncio"
     with tempfile.TemporaryDirectory() as tmp:
-        loadgen = Path(tmp) / "loadgen"
-        subprocess.run(["gcc", "-O2", "-o", str(loadgen), str(REPO / "bench" / "loadgen.c")], check=True)
+        rig = Rig(Path(tmp))
         keys = Path(tmp) / "keys.txt"
         keys.write_text("\n".join(DOMAINS))
         with socket.socket() as probe:
@@ -100,10 +99,7 @@ def main() -> None:
                 servers[-1].start()
             time.sleep(0.5)
             for connections in (16, 64):
-                out = subprocess.run([str(loadgen), "127.0.0.1", str(port), "s", str(connections), "1",
-                                      str(args.seconds), str(keys), "postfix"],
-                                     capture_output=True, text=True, check=True)
-                r = json.loads(out.stdout)
+                r = rig.load(port, "socketmap", keys, connections, 1, args.seconds)
                 print(f"bare asyncio Protocol ({loop_name}), {processes} process{'es' if processes > 1 else ''}, "
                       f"{connections} conns: {r['rps']:,.0f}/s p50 {r['p50_ms']:.3f} p99 {r['p99_ms']:.3f} ms",
                       flush=True)
